@@ -1,0 +1,141 @@
+"""``mtl reproduce``: execute every numbered notebook with papermill and report what they produced.
+
+Executed copies go to ``runs/<timestamp>/``; each notebook writes its own results file
+(``results/<notebook>.json`` in full mode, ``runs/quick/results/`` in quick mode), and this module
+gathers those into ``report.md`` / ``report.json``. A full run also regenerates the results tables in
+README.md (between ``<!-- results:start -->`` and ``<!-- results:end -->``) from the results files,
+so no number in the README is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from mtl.results import results_path
+from mtl.utils import ROOT, atomic_write_bytes
+
+NOTEBOOK_DIR = ROOT / "notebooks"
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def list_notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in order, optionally filtered by name prefixes."""
+    notebooks = sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if re.match(r"^\d\d_", p.name))
+    if only:
+        notebooks = [p for p in notebooks if any(p.stem.startswith(prefix) for prefix in only)]
+        if not notebooks:
+            raise ValueError(f"no notebook in {NOTEBOOK_DIR} starts with any of {only}")
+    return notebooks
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A markdown table from a list of row dicts (columns in first-seen order)."""
+    if not rows:
+        return ""
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_markdown(notebook: str, results: dict) -> str:
+    """The tables a notebook published under the ``"tables"`` key of its results file, as markdown."""
+    parts = []
+    for title, rows in (results.get("tables") or {}).items():
+        parts.append(f"**{notebook} — {title}**\n\n{markdown_table(rows)}\n")
+    return "\n".join(parts)
+
+
+def update_readme_tables(notebooks: list[str], readme: Path = ROOT / "README.md") -> bool:
+    """Regenerate README's results section from the committed (full-mode) results files."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    blocks = []
+    for name in notebooks:
+        path = results_path(name, quick=False)
+        if path.is_file():
+            block = results_markdown(name, json.loads(path.read_text()))
+            if block:
+                blocks.append(block)
+    body = "\n".join(blocks) if blocks else "_No full-mode results yet: run `make reproduce`._\n"
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_bytes(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}".encode())
+    return True
+
+
+def reproduce(*, quick: bool = False, train: bool = False, device: str = "auto", seed: int = 0,
+              only: list[str] | None = None, out: str | Path | None = None,
+              update_notebooks: bool = False, log=print) -> dict:
+    """Run the notebooks in order with papermill; return (and write) the report.
+
+    A failing notebook is recorded and the run goes on with the next one; ``report["ok"]`` is False
+    if any failed.
+    """
+    import papermill as pm
+
+    notebooks = list_notebooks(only)
+    run_dir = Path(out) if out else ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {"QUICK": bool(quick), "TRAIN": bool(train), "DEVICE": device, "SEED": int(seed)}
+    report: dict[str, Any] = {"mode": "quick" if quick else "full", "parameters": parameters,
+                              "run_dir": str(run_dir), "notebooks": []}
+    log(f"mtl reproduce: {len(notebooks)} notebook(s), {report['mode']} mode -> {run_dir}")
+    for nb in notebooks:
+        start = time.perf_counter()
+        started_wall = time.time()
+        entry: dict[str, Any] = {"notebook": nb.stem}
+        log(f"  running {nb.name} ...")
+        try:
+            pm.execute_notebook(str(nb), str(run_dir / nb.name), parameters=parameters,
+                                kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=False)
+            entry["status"] = "ok"
+        except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
+            entry["status"] = "failed"
+            entry["error"] = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        entry["seconds"] = round(time.perf_counter() - start, 1)
+        res = results_path(nb.stem, quick=quick)
+        if res.is_file() and res.stat().st_mtime >= started_wall - 1:
+            entry["results_file"] = str(res)
+            entry["results"] = json.loads(res.read_text())
+        log(f"  {nb.name}: {entry['status']} in {entry['seconds']:.0f} s"
+            + (f" ({entry['error']})" if entry["status"] != "ok" else ""))
+        report["notebooks"].append(entry)
+    report["ok"] = all(e["status"] == "ok" for e in report["notebooks"])
+
+    lines = [f"# mtl reproduce — {report['mode']} mode", "",
+             f"Parameters: `{json.dumps(parameters)}`", "",
+             markdown_table([{"notebook": e["notebook"], "status": e["status"], "seconds": e["seconds"],
+                              "results": e.get("results_file", "—")} for e in report["notebooks"]]), ""]
+    for e in report["notebooks"]:
+        if "results" in e:
+            lines.append(results_markdown(e["notebook"], e["results"]))
+    atomic_write_bytes(run_dir / "report.md", "\n".join(lines).encode())
+    atomic_write_bytes(run_dir / "report.json", json.dumps(report, indent=2, default=str).encode())
+    log(f"report: {run_dir / 'report.md'}")
+
+    if not quick and report["ok"]:
+        if update_readme_tables([p.stem for p in list_notebooks()]):
+            log("README.md results tables regenerated from results/*.json")
+        if update_notebooks:
+            for e in report["notebooks"]:
+                shutil.copyfile(run_dir / f"{e['notebook']}.ipynb", NOTEBOOK_DIR / f"{e['notebook']}.ipynb")
+            log("notebooks/ refreshed with the executed copies (outputs of this full run)")
+    elif update_notebooks:
+        log("notebooks/ NOT refreshed: only a successful full run may replace the committed outputs")
+    return report

@@ -1,0 +1,217 @@
+"""The platform: atomic writes, safe config-keyed checkpoints, results files, seeding, CLI."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+
+import nbformat
+import pytest
+import torch
+from torch import nn
+
+import mtl
+from mtl import cache, cli, results, utils
+
+
+class _Evil:
+    """A non-tensor object: loading a pickle of it must be refused."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(3, 2)
+
+
+# ---- atomic writes ---------------------------------------------------------------------------
+
+def test_interrupted_write_keeps_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    utils.atomic_write_bytes(target, b"old contents")
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt("killed midway")
+
+    monkeypatch.setattr(utils.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        utils.atomic_write_bytes(target, b"new contents that never land")
+    assert target.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"], "temporary file left behind"
+
+
+def test_interrupted_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    config = {"width": 1}
+    path = cache.checkpoint_path("net", config, directory=tmp_path)
+    first = _model(0)
+    cache.save_checkpoint(path, first.state_dict(), config, {"epochs": 1})
+
+    def fail_fsync(fd):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(utils.os, "fsync", fail_fsync)
+    with pytest.raises(OSError):
+        cache.save_checkpoint(path, _model(1).state_dict(), config, {"epochs": 2})
+    state, meta = cache.load_checkpoint(path, config)
+    assert meta == {"epochs": 1}
+    torch.testing.assert_close(state["weight"], first.weight.detach())
+
+
+def test_interrupted_results_write_keeps_previous_results(tmp_path, monkeypatch):
+    results.save_results("99_demo", {"auc": 0.5}, quick=False, directory=tmp_path)
+    monkeypatch.setattr(utils.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        results.save_results("99_demo", {"auc": 0.9}, quick=False, directory=tmp_path)
+    assert results.load_results("99_demo", directory=tmp_path)["auc"] == 0.5
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def test_config_key_is_order_independent_and_sensitive():
+    assert cache.config_key({"a": 1, "b": 2}) == cache.config_key({"b": 2, "a": 1})
+    assert cache.config_key({"a": 1}) != cache.config_key({"a": 2})
+    with pytest.raises(TypeError, match="plain data"):
+        cache.config_key({"a": object()})
+
+
+def test_load_or_train_trains_once_then_loads(tmp_path):
+    calls = []
+
+    def train(model):
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(0.25)
+        return {"history": [1.0, 0.5]}
+
+    meta = cache.load_or_train("net", {"w": 1}, _model(), train, directory=tmp_path)
+    assert meta["loaded"] is False and meta["history"] == [1.0, 0.5]
+    fresh = _model(3)
+    meta2 = cache.load_or_train("net", {"w": 1}, fresh, train, directory=tmp_path)
+    assert meta2["loaded"] is True and meta2["history"] == [1.0, 0.5] and len(calls) == 1
+    assert torch.all(fresh.weight == 0.25)
+    cache.load_or_train("net", {"w": 1}, _model(), train, directory=tmp_path, retrain=True)
+    assert len(calls) == 2
+
+
+def test_corrupt_checkpoint_is_detected_and_retrained(tmp_path):
+    config = {"w": 2}
+    path = cache.checkpoint_path("net", config, directory=tmp_path)
+    cache.save_checkpoint(path, _model().state_dict(), config)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated, as by a crash
+    with pytest.raises(cache.CheckpointError, match=str(path.name)):
+        cache.load_checkpoint(path, config)
+    trained = []
+    with pytest.warns(RuntimeWarning, match="retraining"):
+        cache.load_or_train("net", config, _model(), lambda m: trained.append(1) or {}, directory=tmp_path)
+    assert trained == [1]
+    cache.load_checkpoint(path, config)  # the replacement is sound
+
+
+def test_pickled_non_tensor_object_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    buffer = io.BytesIO()
+    torch.save({"format": cache.FORMAT_VERSION, "config": "{}", "state_dict": {"w": _Evil()}}, buffer)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(cache.CheckpointError, match="cannot be loaded safely"):
+        cache.load_checkpoint(path)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    path = tmp_path / "net.pt"
+    cache.save_checkpoint(path, _model().state_dict(), {"w": 1})
+    with pytest.raises(cache.CheckpointError, match="another config"):
+        cache.load_checkpoint(path, {"w": 2})
+
+
+def test_quick_checkpoints_never_land_in_the_committed_folder():
+    quick = cache.checkpoint_path("net", {"w": 1}, quick=True)
+    full = cache.checkpoint_path("net", {"w": 1}, quick=False)
+    assert utils.QUICK_DIR in quick.parents and (utils.ROOT / "data") in full.parents
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+def test_results_are_json_with_meta_and_quick_runs_write_elsewhere(tmp_path):
+    import numpy as np
+
+    path = results.save_results("99_demo", {"auc": np.float32(0.5), "curve": np.arange(3), "nan": float("nan")},
+                                quick=True, directory=tmp_path)
+    data = json.loads(path.read_text())
+    assert data["auc"] == 0.5 and data["curve"] == [0, 1, 2] and data["nan"] is None
+    assert data["_meta"]["quick"] is True
+    assert results.results_path("01_siamfc", quick=True) != results.results_path("01_siamfc", quick=False)
+    assert utils.QUICK_DIR in results.results_path("01_siamfc", quick=True).parents
+    with pytest.raises(ValueError):
+        results.results_path("../escape", quick=False)
+
+
+# ---- seeding and devices ---------------------------------------------------------------------------
+
+def test_same_seed_gives_same_tensors():
+    mtl.seed_everything(123)
+    a = (torch.randn(5), nn.Linear(4, 4).weight.detach().clone())
+    rng_a = mtl.seed_everything(123).random(3)
+    mtl.seed_everything(123)
+    b = (torch.randn(5), nn.Linear(4, 4).weight.detach().clone())
+    rng_b = mtl.seed_everything(123).random(3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and (rng_a == rng_b).all()
+    mtl.seed_everything(124)
+    assert not torch.equal(a[0], torch.randn(5))
+    with pytest.raises(ValueError):
+        mtl.seed_everything(-1)
+
+
+def test_device_choice_and_quick_flag(monkeypatch):
+    assert mtl.try_gpu("cpu").type == "cpu"
+    assert mtl.try_gpu().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            mtl.try_gpu("cuda")
+    monkeypatch.setenv("MTL_QUICK", "1")
+    assert mtl.quick_mode() is True
+    monkeypatch.setenv("MTL_QUICK", "maybe")
+    with pytest.raises(ValueError, match="MTL_QUICK"):
+        mtl.quick_mode()
+
+
+# ---- command line and reproduce --------------------------------------------------------------------
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0 and "reproduce" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reproduce", "--help"])
+    assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out
+
+
+def test_reproduce_runs_notebooks_and_reports(tmp_path, monkeypatch):
+    from mtl import reproduce as rep
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    params = nbformat.v4.new_code_cell("QUICK = None\nTRAIN = False\nDEVICE = 'auto'\nSEED = 0")
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "from mtl.results import save_results\n"
+        f"save_results('00_demo', {{'quick': QUICK, 'tables': {{'t': [{{'seed': SEED}}]}}}}, quick=QUICK, "
+        f"directory={str(tmp_path / 'res')!r})")
+    nb = nbformat.v4.new_notebook(cells=[params, body])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nb_dir / "00_demo.ipynb")
+    broken = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell("1/0")])
+    broken.metadata["kernelspec"] = nb.metadata["kernelspec"]
+    nbformat.write(broken, nb_dir / "01_broken.ipynb")
+    monkeypatch.setattr(rep, "NOTEBOOK_DIR", nb_dir)
+
+    report = rep.reproduce(quick=True, seed=7, out=tmp_path / "run", log=lambda *a: None)
+    assert [e["status"] for e in report["notebooks"]] == ["ok", "failed"] and report["ok"] is False
+    assert "ZeroDivisionError" in report["notebooks"][1]["error"]
+    assert (tmp_path / "run" / "00_demo.ipynb").is_file() and (tmp_path / "run" / "report.md").is_file()
+    stored = json.loads((tmp_path / "res" / "00_demo.json").read_text())
+    assert stored["quick"] is True and stored["tables"]["t"] == [{"seed": 7}]
+    with pytest.raises(ValueError, match="no notebook"):
+        rep.list_notebooks(["42"])
