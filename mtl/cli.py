@@ -41,6 +41,114 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="run a tracker on a dataset and store its results in the got10k toolkit's layout",
+        description=(
+            "Run a registered tracker (static, noisy_gt, constant_velocity, opencv_mil, ...) on a dataset "
+            "and write <out>/<benchmark>/<tracker>/<seq>.txt and times/<seq>_time.txt. Complete stored "
+            "results are reused unless --overwrite. Stochastic trackers run once per --seeds value."
+        ),
+    )
+    p.add_argument("--tracker", required=True, help="registered tracker name")
+    p.add_argument("--dataset", required=True, help="synth:test, otb:PATH, got10k:PATH or lasot:PATH")
+    p.add_argument("--protocol", choices=["ope", "reset"], default="ope",
+                   help="ope: one-pass evaluation; reset: VOT-style re-initialisation after failures")
+    p.add_argument("--out", required=True, help="results root folder")
+    p.add_argument("--quick", action="store_true", help="a few short sequences only")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed and first run seed (default: 0)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds for a stochastic tracker (default: 3 when stochastic, else 1)")
+    p.add_argument("--overwrite", action="store_true", help="re-run even when complete results exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def run(args: argparse.Namespace) -> int:
+        from mtl import eval as ev
+        from mtl.data import load_dataset
+
+        seqs = load_dataset(args.dataset, quick=args.quick, seed=args.seed)
+        bench = ev.benchmark_name(args.dataset, quick=args.quick)
+        tracker = ev.make_tracker(args.tracker)
+        n_seeds = args.seeds if args.seeds is not None else (1 if tracker.is_deterministic else 3)
+        if args.protocol == "reset":
+            rep = ev.run_supervised(tracker, seqs, seed=args.seed, progress=not args.no_progress,
+                                    out_dir=args.out, benchmark=bench, tracker_name=args.tracker)
+            print(f"{args.tracker} on {bench} (reset protocol): accuracy {rep['accuracy']:.3f}, "
+                  f"robustness {rep['robustness']} failures ({rep['failures_per_100_frames']:.2f} per 100 frames)")
+            return 0
+        if n_seeds > 1:
+            ev.run_ope_seeds(lambda: ev.make_tracker(args.tracker), seqs,
+                             seeds=range(args.seed, args.seed + n_seeds), out_dir=args.out, benchmark=bench,
+                             overwrite=args.overwrite, progress=not args.no_progress, tracker_name=args.tracker)
+        else:
+            ev.run_ope(tracker, seqs, out_dir=args.out, benchmark=bench, overwrite=args.overwrite,
+                       seed=args.seed, progress=not args.no_progress, tracker_name=args.tracker)
+        print(f"results written under {ev.results_file(args.out, bench, args.tracker, '').parent}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate stored results (OTB AUC/precision, normalized precision, GOT-10k AO/SR, FPS)",
+        description="Read <results>/<benchmark>/<tracker>/ folders, compute the metrics, print a table.",
+    )
+    p.add_argument("--results", required=True, help="results root folder (the --out of mtl benchmark)")
+    p.add_argument("--dataset", required=True, help="the dataset spec the results were made on")
+    p.add_argument("--quick", action="store_true", help="the dataset was loaded with --quick")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    p.add_argument("--trackers", nargs="+", default=None, help="only these trackers (default: all)")
+    p.add_argument("--json", default=None, help="also write the full report to this JSON file")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from mtl import eval as ev
+        from mtl.data import load_dataset
+
+        seqs = load_dataset(args.dataset, quick=args.quick, seed=args.seed)
+        report = ev.evaluate(args.results, seqs, benchmark=ev.benchmark_name(args.dataset, quick=args.quick),
+                             tracker_names=args.trackers)
+        print(ev.format_table(report))
+        if args.json:
+            from mtl.results import to_jsonable
+            from mtl.utils import atomic_write_bytes
+
+            atomic_write_bytes(args.json, json.dumps(to_jsonable(report), indent=1).encode())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="write a split of the synthetic benchmark to disk in the OTB or GOT-10k layout",
+        description="Render a synthetic split (train, val or test) and write it in a standard layout that "
+                    "the otb: / got10k: loaders (and the got10k toolkit) read back with identical boxes.",
+    )
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split (default: test)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=["otb", "got10k"], default="otb", help="folder layout (default: otb)")
+    p.add_argument("--quick", action="store_true", help="the short quick-mode split")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--num-sequences", type=int, default=None, help="only the first N sequences")
+    p.add_argument("--png", action="store_true", help="lossless PNG frames instead of JPEG (quality 95)")
+
+    def run(args: argparse.Namespace) -> int:
+        from mtl.data import generate
+
+        out = generate(args.split, args.out, format=args.format, quick=args.quick, seed=args.seed,
+                       num_sequences=args.num_sequences, image_ext=".png" if args.png else ".jpg")
+        print(f"wrote the {args.split} split ({args.format} layout) to {out}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtl",
@@ -48,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_reproduce(sub)
+    _add_generate(sub)
+    _add_benchmark(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -22,16 +22,16 @@ FULL_RESULTS_DIR = ROOT / "results"
 QUICK_RESULTS_DIR = QUICK_DIR / "results"
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Convert numpy/torch scalars and arrays to plain JSON; NaN/inf become None (JSON has no NaN)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -53,7 +53,7 @@ def results_path(notebook: str, *, quick: bool, directory: str | Path | None = N
 
 def save_results(notebook: str, data: Mapping[str, Any], *, quick: bool, directory: str | Path | None = None) -> Path:
     """Atomically write ``data`` (plus a ``_meta`` block: mode, time, versions) as the notebook's results."""
-    record = dict(_jsonable(dict(data)))
+    record = dict(to_jsonable(dict(data)))
     record["_meta"] = {
         "notebook": notebook,
         "quick": bool(quick),

@@ -1,0 +1,629 @@
+"""The evaluation protocol: tracker registry, runners, results on disk, reports.
+
+Everything follows the got10k toolkit (https://github.com/got-10k/toolkit) so numbers are
+comparable with published ones and the toolkit can read our result files:
+
+* **Layout** (``got10k/experiments/otb.py``, ``_record``): ``<root>/<benchmark>/<tracker>/<seq>.txt``
+  holds one comma-separated ``x,y,w,h`` line per frame (``%.3f``; line 1 is the given box) and
+  ``<root>/<benchmark>/<tracker>/times/<seq>_time.txt`` one time in seconds per frame. A stochastic
+  tracker run with several seeds writes one tracker folder per seed, ``<tracker>-seed<k>``.
+* **One-pass evaluation** (:func:`run_ope`): ``init`` on frame 0 with the ground truth, ``update`` on
+  every later frame, each call timed with ``time.perf_counter``.
+* **Supervised (VOT reset) protocol** (:func:`run_supervised`, ``got10k/experiments/vot.py``,
+  ``run_supervised`` / ``report``): a frame whose IoU with the ground truth is ``<= 0`` is a failure;
+  the tracker is re-initialised with the ground truth ``skip = 5`` frames later (failure at frame f,
+  frames f+1..f+4 skipped, ``init`` at f+5). Records use the VOT codes: ``1`` init, ``2`` failure,
+  ``0`` skipped, else a box. Accuracy = mean IoU over box frames, excluding the ``burnin = 10``
+  frames that start at each (re)initialisation; robustness = number of failures (averaged over
+  repetitions); we also report failures per 100 frames. The toolkit clips polygons to the image; we
+  clip boxes to the image exactly the same way (:func:`clip_boxes_to_image`). Frames where the
+  target is not visible are neither checked for failure nor counted in accuracy (the VOT datasets
+  have no such frames). **EAO is not computed**: it needs the VOT sequence-length distribution and
+  the short-term reset-free segments of the VOT toolkit, which we do not reproduce honestly.
+* **Tracker failures**: a tracker that raises, returns NaN/inf or a box with ``w <= 0`` or ``h <= 0``
+  on a frame gets that frame recorded as ``0,0,0,0`` (parseable by the toolkit, IoU 0 there; our
+  metrics also give it an infinite centre error), a ``warnings.warn`` naming tracker, sequence and
+  frame, and a line ``frame,message`` in ``<tracker>/failures/<seq>_failures.txt``; the run goes on.
+
+Registry: :func:`register_tracker` (decorator) adds a factory under a name; :func:`make_tracker`
+builds one, importing ``mtl.baselines``, ``mtl.<name>``, ``mtl.<prefix>`` (the part before the first
+``_``) and the modules in :data:`TRACKER_MODULES` on demand until the name is known.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from mtl import metrics
+from mtl.tracker import as_rgb_array
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+#: name -> factory (a Tracker subclass or any callable returning a tracker).
+TRACKERS: dict[str, Callable] = {}
+#: Modules that register trackers; imported on demand by :func:`make_tracker`. Append to extend.
+TRACKER_MODULES: list[str] = ["mtl.baselines"]
+
+
+def register_tracker(name: str):
+    """Decorator: ``@register_tracker("siamfc")`` on a Tracker class or factory function."""
+
+    def deco(factory):
+        TRACKERS[name] = factory
+        return factory
+
+    return deco
+
+
+def _try_import(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:  # the module exists but one of its own imports is missing: say so
+            raise
+
+
+def make_tracker(name: str, **kwargs):
+    """Build the tracker registered as ``name`` with keyword arguments ``kwargs``.
+
+    The result's ``name`` attribute is set to ``name`` when the factory left the default.
+    Raises ``KeyError`` listing the known names when ``name`` is unknown.
+    """
+    if name not in TRACKERS:
+        candidates = ["mtl.baselines", f"mtl.{name}", f"mtl.{name.split('_')[0]}", *TRACKER_MODULES]
+        for module in dict.fromkeys(candidates):
+            if re.fullmatch(r"[A-Za-z_][\w.]*", module):
+                _try_import(module)
+            if name in TRACKERS:
+                break
+    if name not in TRACKERS:
+        raise KeyError(f"unknown tracker {name!r}; registered: {sorted(TRACKERS)}")
+    tracker = TRACKERS[name](**kwargs)
+    if getattr(tracker, "name", None) in (None, "tracker"):
+        tracker.name = name
+    return tracker
+
+
+# ---------------------------------------------------------------------------------------------
+# Results on disk
+# ---------------------------------------------------------------------------------------------
+
+
+def benchmark_name(spec: str, quick: bool = False) -> str:
+    """Folder name of a dataset spec: ``"synth:test"`` -> ``"synth-test"`` (``"synth-test-quick"`` with
+    ``quick``, a different split), ``"otb:/data/OTB100"`` -> ``"otb-OTB100"``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "synth":
+        tail = (rest or "test") + ("-quick" if quick else "")
+    else:
+        tail = Path(rest.rstrip("/\\")).name or "data"
+    return re.sub(r"[^\w.-]+", "_", f"{kind}-{tail}")
+
+
+def results_file(root, benchmark: str, tracker_name: str, seq_name: str) -> Path:
+    """``<root>/<benchmark>/<tracker>/<seq>.txt`` (the toolkit's layout)."""
+    return Path(root) / benchmark / tracker_name / f"{seq_name}.txt"
+
+
+def times_file(root, benchmark: str, tracker_name: str, seq_name: str) -> Path:
+    """``<root>/<benchmark>/<tracker>/times/<seq>_time.txt``."""
+    return Path(root) / benchmark / tracker_name / "times" / f"{seq_name}_time.txt"
+
+
+def failures_file(root, benchmark: str, tracker_name: str, seq_name: str) -> Path:
+    """``<root>/<benchmark>/<tracker>/failures/<seq>_failures.txt`` (ours: ``frame,message`` per failed frame)."""
+    return Path(root) / benchmark / tracker_name / "failures" / f"{seq_name}_failures.txt"
+
+
+def write_results(root, benchmark: str, tracker_name: str, seq_name: str, boxes, times, failures=()) -> Path:
+    """Write one sequence's boxes ``(N, 4)``, times ``(N,)`` and failed frames ``[(frame, message)]``.
+
+    Files are written atomically (a reader sees the old or the new file, never half).
+    """
+    from mtl.utils import atomic_write_bytes
+
+    boxes = np.asarray(boxes, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(times) != len(boxes):
+        raise ValueError(f"boxes must be (N, 4) and times (N,), got {boxes.shape} and {times.shape}")
+    path = results_file(root, benchmark, tracker_name, seq_name)
+    text = "".join(",".join(f"{v:.3f}" for v in b) + "\n" for b in boxes)
+    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(times_file(root, benchmark, tracker_name, seq_name),
+                       "".join(f"{t:.8f}\n" for t in times).encode())
+    ffile = failures_file(root, benchmark, tracker_name, seq_name)
+    if failures:
+        lines = "".join(f"{f},{str(m).replace(chr(10), ' ')}\n" for f, m in failures)
+        atomic_write_bytes(ffile, lines.encode())
+    elif ffile.exists():
+        ffile.unlink()
+    return path
+
+
+def _parse_numbers(path: Path, widths: tuple[int, ...]) -> list[list[float]]:
+    rows = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text:
+                raise ValueError(f"{path}:{lineno}: empty line")
+            parts = [p for p in re.split(r"[,\s]+", text) if p]
+            if len(parts) not in widths:
+                raise ValueError(f"{path}:{lineno}: expected {' or '.join(map(str, widths))} numbers, "
+                                 f"got {len(parts)}: {text!r}")
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                raise ValueError(f"{path}:{lineno}: not a number in {text!r}") from None
+    return rows
+
+
+def read_boxes(path, n_frames: int | None = None) -> np.ndarray:
+    """Read a results file (``x,y,w,h`` per line, comma/space/tab separated) -> ``(N, 4)`` float64.
+
+    Raises ``FileNotFoundError``, or ``ValueError`` naming the file and line for a malformed line, and
+    naming the file for a wrong line count when ``n_frames`` is given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    boxes = np.asarray(_parse_numbers(path, (4,)), dtype=np.float64).reshape(-1, 4)
+    if n_frames is not None and len(boxes) != n_frames:
+        raise ValueError(f"{path}: has {len(boxes)} lines, the sequence has {n_frames} frames")
+    return boxes
+
+
+def read_times(path, n_frames: int | None = None) -> np.ndarray:
+    """Read a times file (one float per line) -> ``(N,)`` float64; same errors as :func:`read_boxes`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"times file not found: {path}")
+    times = np.asarray(_parse_numbers(path, (1,)), dtype=np.float64).reshape(-1)
+    if n_frames is not None and len(times) != n_frames:
+        raise ValueError(f"{path}: has {len(times)} lines, the sequence has {n_frames} frames")
+    return times
+
+
+def _cached(root, benchmark, tracker_name, seq) -> dict | None:
+    """The stored run of ``seq`` if both files exist and are complete, else None."""
+    rfile = results_file(root, benchmark, tracker_name, seq.name)
+    tfile = times_file(root, benchmark, tracker_name, seq.name)
+    if not (rfile.is_file() and tfile.is_file()):
+        return None
+    try:
+        boxes, times = read_boxes(rfile, len(seq)), read_times(tfile, len(seq))
+    except ValueError:
+        return None  # incomplete or damaged: run again
+    ffile = failures_file(root, benchmark, tracker_name, seq.name)
+    failed = [int(line.split(",", 1)[0]) for line in ffile.read_text().splitlines() if line] if ffile.is_file() else []
+    return {"boxes": boxes, "times": times, "failed_frames": failed}
+
+
+# ---------------------------------------------------------------------------------------------
+# Runners
+# ---------------------------------------------------------------------------------------------
+
+_FAILED_BOX = np.zeros(4)
+
+
+def _progress(iterable, total, desc, progress):
+    if not progress:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _checked_box(box) -> tuple[np.ndarray | None, str]:
+    try:
+        b = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        return None, f"box is not numeric: {e}"
+    if b.shape != (4,):
+        return None, f"box must be 4 numbers, got shape {np.shape(box)}"
+    if not np.all(np.isfinite(b)):
+        return None, f"box is not finite: {b.tolist()}"
+    if b[2] <= 0 or b[3] <= 0:
+        return None, f"box has non-positive size: {b.tolist()}"
+    return b, ""
+
+
+def _tracker_call(tracker, seq, frame_index, call, *args):
+    """Run ``call(*args)``; return ``(box or None, message)`` and warn on failure."""
+    try:
+        out = call(*args)
+    except Exception as e:  # a bad frame must not end the whole run
+        box, msg = None, f"{type(e).__name__}: {e}"
+    else:
+        box, msg = (None, "") if getattr(call, "__name__", "") == "init" else _checked_box(out)
+    if msg:
+        warnings.warn(f"tracker {getattr(tracker, 'name', '?')!r} failed on sequence {seq.name!r} "
+                      f"frame {frame_index}: {msg}", RuntimeWarning, stacklevel=3)
+    return box, msg
+
+
+def track_sequence(tracker, seq) -> dict:
+    """Run ``tracker`` once through ``seq`` (one-pass evaluation).
+
+    Calls the oracle-only hook ``tracker.set_sequence(seq)`` when the tracker defines it. Returns
+    ``{"boxes": (N, 4) float64, "times": (N,) float64 seconds, "failed_frames": [int],
+    "messages": [(frame, str)]}``; frame 0 holds the given box.
+    """
+    n = len(seq)
+    gt = np.asarray(seq.boxes, dtype=np.float64)
+    boxes = np.zeros((n, 4))
+    times = np.zeros(n)
+    messages = []
+    if hasattr(tracker, "set_sequence"):
+        tracker.set_sequence(seq)
+    alive = True
+    for f in range(n):
+        image = as_rgb_array(seq.frame(f))
+        start = time.perf_counter()
+        if f == 0:
+            _, msg = _tracker_call(tracker, seq, 0, tracker.init, image, gt[0].copy())
+            box = gt[0]
+            if msg:
+                alive = False
+                messages.append((0, "init failed, every later frame failed: " + msg))
+        elif alive:
+            box, msg = _tracker_call(tracker, seq, f, tracker.update, image)
+            if msg:
+                messages.append((f, msg))
+                box = _FAILED_BOX
+        else:
+            box = _FAILED_BOX
+            messages.append((f, "tracker not initialised"))
+        times[f] = time.perf_counter() - start
+        boxes[f] = box
+    failed = sorted({f for f, _ in messages if f > 0} | ({*range(1, n)} if not alive else set()))
+    return {"boxes": boxes, "times": times, "failed_frames": failed, "messages": messages}
+
+
+def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-test",
+            overwrite: bool = False, seed: int | None = 0, progress: bool = True,
+            tracker_name: str | None = None) -> dict:
+    """One-pass evaluation of ``tracker`` on ``sequences``; returns ``{seq_name: run}`` (see :func:`track_sequence`).
+
+    ``out_dir``: results root; each sequence is written to the toolkit layout and a complete
+    stored run is reused unless ``overwrite``. ``seed``: ``mtl.seed_everything(seed)`` before each
+    sequence, so a run does not depend on sequence order (None: leave the generators alone).
+    ``tracker_name``: the results folder (default ``tracker.name``).
+    """
+    from mtl.utils import seed_everything
+
+    sequences = list(sequences)
+    name = tracker_name or tracker.name
+    runs = {}
+    for seq in _progress(sequences, len(sequences), f"OPE {name}", progress):
+        if out_dir is not None and not overwrite:
+            cached = _cached(out_dir, benchmark, name, seq)
+            if cached is not None:
+                runs[seq.name] = cached
+                continue
+        if seed is not None:
+            seed_everything(seed)
+        run = track_sequence(tracker, seq)
+        if out_dir is not None:
+            write_results(out_dir, benchmark, name, seq.name, run["boxes"], run["times"], run["messages"])
+            run["boxes"] = read_boxes(results_file(out_dir, benchmark, name, seq.name))  # what is on disk
+        runs[seq.name] = run
+    return runs
+
+
+def seed_run_name(tracker_name: str, seed: int) -> str:
+    """Folder name of one seed of a stochastic tracker: ``<tracker>-seed<k>``."""
+    return f"{tracker_name}-seed{seed}"
+
+
+def run_ope_seeds(make: Callable[[], object], sequences, seeds=(0, 1, 2), out_dir=None,
+                  benchmark: str = "synth-test", overwrite: bool = False, progress: bool = True,
+                  tracker_name: str | None = None) -> dict:
+    """Run a stochastic tracker once per seed; ``make()`` builds a fresh tracker.
+
+    Returns ``{run_name: {seq_name: run}}`` with ``run_name = <tracker>-seed<k>``; :func:`summarize_seeds`
+    (or :func:`evaluate` on ``out_dir``) turns them into mean ± std.
+    """
+    sequences = list(sequences)
+    out = {}
+    for s in seeds:
+        tracker = make()
+        run_name = seed_run_name(tracker_name or tracker.name, s)
+        out[run_name] = run_ope(tracker, sequences, out_dir=out_dir, benchmark=benchmark, overwrite=overwrite,
+                                seed=s, progress=progress, tracker_name=run_name)
+    return out
+
+
+def clip_boxes_to_image(boxes, image_size) -> np.ndarray:
+    """Intersect boxes ``(N, 4)`` with the image ``(W, H)`` (as the VOT toolkit clips polygons) -> ``(N, 4)``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    W, H = float(image_size[0]), float(image_size[1])
+    x1 = np.clip(b[:, 0], 0, W)
+    y1 = np.clip(b[:, 1], 0, H)
+    x2 = np.clip(b[:, 0] + b[:, 2], 0, W)
+    y2 = np.clip(b[:, 1] + b[:, 3], 0, H)
+    return np.stack([x1, y1, x2 - x1, y2 - y1], axis=1)
+
+
+def _clipped_iou(box, gt_box, image_size) -> float:
+    p = clip_boxes_to_image(box, image_size)
+    g = clip_boxes_to_image(gt_box, image_size)
+    # a box wholly outside the image clips to zero size, which metrics.iou treats as invalid -> 0
+    return float(metrics.iou(p, g)[0])
+
+
+def track_supervised(tracker, seq, skip: int = 5) -> dict:
+    """The VOT reset protocol on one sequence (see the module docstring).
+
+    Returns ``{"records": list of [1] / [0] / [2] / [x, y, w, h], "ious": (N,) float64 (NaN where no box),
+    "times": (N,) float64 (NaN for skipped frames), "failures": int, "inits": [int]}``.
+    """
+    if skip < 1:
+        raise ValueError(f"skip must be >= 1, got {skip}")
+    n = len(seq)
+    gt = np.asarray(seq.boxes, dtype=np.float64)
+    visible = np.asarray(getattr(seq, "visible", np.ones(n, bool)), dtype=bool)
+    records, ious, times, inits = [], np.full(n, np.nan), np.full(n, np.nan), []
+    failures = 0
+    failed, next_start = False, -1
+    if hasattr(tracker, "set_sequence"):
+        tracker.set_sequence(seq)
+    for f in range(n):
+        image = as_rgb_array(seq.frame(f))
+        size = (image.shape[1], image.shape[0])
+        start = time.perf_counter()
+        if f == 0 or (failed and f == next_start):
+            _, msg = _tracker_call(tracker, seq, f, tracker.init, image, gt[f].copy())
+            failed = False
+            records.append([1])
+            inits.append(f)
+            if msg:  # an init that raises counts as an immediate failure
+                failed, next_start, failures = True, f + skip, failures + 1
+                records[-1] = [2]
+        elif failed:
+            records.append([0])
+            start = math.nan
+        else:
+            box, msg = _tracker_call(tracker, seq, f, tracker.update, image)
+            overlap = 0.0 if box is None else _clipped_iou(box, gt[f], size)
+            if visible[f] and overlap <= 0.0:
+                failed, next_start, failures = True, f + skip, failures + 1
+                records.append([2])
+            else:
+                records.append(list(box) if box is not None else [0.0, 0.0, 0.0, 0.0])
+                ious[f] = overlap if visible[f] else np.nan
+        times[f] = time.perf_counter() - start
+    return {"records": records, "ious": ious, "times": times, "failures": failures, "inits": inits}
+
+
+def supervised_accuracy_ious(result: dict, burnin: int = 10) -> np.ndarray:
+    """IoUs ``(N,)`` of one supervised run with the ``burnin`` frames from each (re)init set to NaN."""
+    ious = np.asarray(result["ious"], dtype=np.float64).copy()
+    for f in result["inits"]:
+        ious[f:f + burnin] = np.nan
+    return ious
+
+
+def run_supervised(tracker, sequences, skip: int = 5, burnin: int = 10, seed: int | None = 0,
+                   progress: bool = True, out_dir=None, benchmark: str = "synth-test",
+                   tracker_name: str | None = None) -> dict:
+    """VOT-style supervised runs on ``sequences``; returns a report dict.
+
+    Report: ``accuracy`` (mean IoU over non-burn-in box frames of all sequences), ``robustness``
+    (total failures), ``failures_per_100_frames``, ``fps`` (pooled ``mean(1/t)``), ``n_frames`` and
+    ``per_sequence`` ``{name: {"accuracy", "failures", "records", ...}}``. With ``out_dir`` the records
+    are written in the VOT toolkit's format (``1``/``0``/``2`` or ``x,y,w,h`` per line) to
+    ``<out_dir>/<benchmark>-reset/<tracker>/<seq>.txt``.
+    """
+    from mtl.utils import atomic_write_bytes, seed_everything
+
+    sequences = list(sequences)
+    name = tracker_name or tracker.name
+    per_seq, all_ious, all_times, total_failures, total_frames = {}, [], [], 0, 0
+    for seq in _progress(sequences, len(sequences), f"reset {name}", progress):
+        if seed is not None:
+            seed_everything(seed)
+        res = track_supervised(tracker, seq, skip=skip)
+        acc_ious = supervised_accuracy_ious(res, burnin)
+        valid = acc_ious[~np.isnan(acc_ious)]
+        per_seq[seq.name] = {**res, "accuracy": float(np.mean(valid)) if valid.size else float("nan")}
+        all_ious.append(valid)
+        all_times.append(res["times"])
+        total_failures += res["failures"]
+        total_frames += len(seq)
+        if out_dir is not None:
+            text = "".join((f"{int(r[0])}" if len(r) == 1 else ",".join(f"{v:.3f}" for v in r)) + "\n"
+                           for r in res["records"])
+            atomic_write_bytes(Path(out_dir) / f"{benchmark}-reset" / name / f"{seq.name}.txt", text.encode())
+    pooled = np.concatenate(all_ious) if all_ious else np.zeros(0)
+    return {
+        "tracker": name, "skip": skip, "burnin": burnin,
+        "accuracy": float(np.mean(pooled)) if pooled.size else float("nan"),
+        "robustness": int(total_failures),
+        "failures_per_100_frames": 100.0 * total_failures / max(total_frames, 1),
+        "fps": metrics.pooled_fps([t[np.isfinite(t)] for t in all_times]),
+        "n_frames": int(total_frames), "per_sequence": per_seq,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------
+
+SCALAR_KEYS = ("auc", "precision", "norm_precision", "success_rate", "ao", "sr50", "sr75", "fps")
+
+
+def _image_size(seq) -> tuple[int, int]:
+    size = getattr(seq, "image_size", None)
+    if size is not None:
+        return int(size[0]), int(size[1])
+    h, w = np.asarray(seq.frame(0)).shape[:2]
+    return int(w), int(h)
+
+
+def summarize(runs: dict, sequences) -> dict:
+    """Metrics of one tracker's runs ``{seq_name: {"boxes": (N, 4), "times": (N,)}}`` on ``sequences``.
+
+    OTB part (``auc``, ``precision``, ``norm_precision``, ``success_rate``, the curves, ``fps``): per
+    sequence, then averaged over sequences. GOT-10k part (``ao``, ``sr50``, ``sr75``): frame-weighted
+    over all sequences, frame 0 and invisible frames excluded, boxes clipped to the image.
+    ``per_attribute``: ``{attr: {"auc", "n_seqs"}}`` (mean success curve of the sequences with the
+    attribute, as OTB's attribute plots). Returns a dict of Python floats / lists.
+    """
+    sequences = list(sequences)
+    missing = [s.name for s in sequences if s.name not in runs]
+    if missing:
+        raise KeyError(f"no results for sequences {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    per_seq, succ, prec, nprec, speeds, got_ious = {}, [], [], [], [], []
+    for seq in sequences:
+        run = runs[seq.name]
+        gt = np.asarray(seq.boxes, dtype=np.float64)
+        boxes = np.asarray(run["boxes"], dtype=np.float64)
+        if boxes.shape != gt.shape:
+            raise ValueError(f"sequence {seq.name!r}: results have shape {boxes.shape}, ground truth {gt.shape}")
+        m = metrics.otb_sequence_metrics(boxes, gt)
+        visible = getattr(seq, "visible", None)
+        gi = metrics.got10k_frame_ious(boxes, gt, visible=visible, bound=_image_size(seq))
+        ao, sr = metrics.ao_sr(gi)
+        fps = metrics.sequence_fps(run.get("times", []))
+        succ.append(m["success_curve"]), prec.append(m["precision_curve"]), nprec.append(m["norm_precision_curve"])
+        speeds.append(fps)
+        got_ious.append(gi)
+        per_seq[seq.name] = {"auc": m["auc"], "precision": m["precision"], "norm_precision": m["norm_precision"],
+                             "ao": ao, "sr50": sr[0.5], "sr75": sr[0.75], "fps": fps,
+                             "n_frames": len(gt), "failed_frames": len(run.get("failed_frames", []))}
+    succ_curve, prec_curve, nprec_curve = (np.mean(np.stack(c), axis=0) for c in (succ, prec, nprec))
+    ao, sr = metrics.ao_sr(np.concatenate(got_ious))
+    per_attr = {}
+    attrs = sorted({a for s in sequences for a in getattr(s, "attributes", ())})
+    for a in attrs:
+        idx = [i for i, s in enumerate(sequences) if a in s.attributes]
+        per_attr[a] = {"auc": metrics.auc(np.mean(np.stack([succ[i] for i in idx]), axis=0)), "n_seqs": len(idx)}
+    return {
+        "auc": metrics.auc(succ_curve), "precision": float(prec_curve[metrics.PRECISION_INDEX]),
+        "norm_precision": float(nprec_curve[metrics.NORM_PRECISION_INDEX]),
+        "success_rate": float(succ_curve[len(metrics.IOU_THRESHOLDS) // 2]),
+        "ao": ao, "sr50": sr[0.5], "sr75": sr[0.75], "fps": metrics.otb_fps(speeds),
+        "n_seqs": len(sequences), "n_frames": int(sum(len(s) for s in sequences)),
+        "failed_frames": int(sum(v["failed_frames"] for v in per_seq.values())),
+        "success_curve": succ_curve.tolist(), "precision_curve": prec_curve.tolist(),
+        "norm_precision_curve": nprec_curve.tolist(),
+        "per_attribute": per_attr, "per_sequence": per_seq,
+    }
+
+
+def summarize_seeds(summaries: list[dict]) -> dict:
+    """Mean ± std (population, ``ddof=0``) over per-seed summaries of :func:`summarize`.
+
+    Returns the first summary's structure with scalars and curves replaced by means, plus
+    ``std`` ``{key: float}``, ``per_attribute`` means and ``n_seeds``.
+    """
+    if not summaries:
+        raise ValueError("summarize_seeds needs at least one summary")
+    out = dict(summaries[0])
+    out["std"] = {}
+    for k in SCALAR_KEYS:
+        vals = np.array([s[k] for s in summaries], dtype=np.float64)
+        out[k], out["std"][k] = float(np.mean(vals)), float(np.std(vals))
+    for k in ("success_curve", "precision_curve", "norm_precision_curve"):
+        out[k] = np.mean([s[k] for s in summaries], axis=0).tolist()
+    out["per_attribute"] = {a: {"auc": float(np.mean([s["per_attribute"][a]["auc"] for s in summaries])),
+                                "auc_std": float(np.std([s["per_attribute"][a]["auc"] for s in summaries])),
+                                "n_seqs": v["n_seqs"]}
+                            for a, v in summaries[0]["per_attribute"].items()}
+    out["n_seeds"] = len(summaries)
+    return out
+
+
+def _group_seed_runs(names: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for n in sorted(names):
+        m = re.fullmatch(r"(.+)-seed(\d+)", n)
+        groups.setdefault(m.group(1) if m else n, []).append(n)
+    return groups
+
+
+def evaluate(results_dir, sequences, benchmark: str | None = None, tracker_names=None) -> dict:
+    """Evaluate every tracker folder under ``<results_dir>/<benchmark>/`` on ``sequences``.
+
+    ``benchmark`` None: ``results_dir`` has exactly one benchmark folder (else pass it). Folders
+    ``<t>-seed<k>`` are grouped into one row with mean ± std. Every sequence must have a complete
+    results file (errors name the file and line). Returns ``{"benchmark", "trackers": {name:
+    summary}}`` with summaries as :func:`summarize` / :func:`summarize_seeds` (``n_seeds`` always set).
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results folder not found: {root}")
+    if benchmark is None:
+        benches = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith("-reset"))
+        if len(benches) != 1:
+            raise ValueError(f"{root} holds benchmarks {benches}; pass benchmark=")
+        benchmark = benches[0]
+    bench_dir = root / benchmark
+    if not bench_dir.is_dir():
+        raise FileNotFoundError(f"benchmark folder not found: {bench_dir}")
+    sequences = list(sequences)
+    names = sorted(p.name for p in bench_dir.iterdir() if p.is_dir())
+    groups = _group_seed_runs(names)
+    if tracker_names is not None:
+        unknown = [t for t in tracker_names if t not in groups]
+        if unknown:
+            raise KeyError(f"no results for trackers {unknown} in {bench_dir}; found {sorted(groups)}")
+        groups = {t: groups[t] for t in tracker_names}
+    report = {"benchmark": benchmark, "trackers": {}}
+    for tname, folders in groups.items():
+        summaries = []
+        for folder in folders:
+            runs = {}
+            for seq in sequences:
+                runs[seq.name] = {
+                    "boxes": read_boxes(results_file(root, benchmark, folder, seq.name), len(seq)),
+                    "times": (read_times(tf, len(seq)) if (tf := times_file(root, benchmark, folder, seq.name)).is_file()
+                              else np.zeros(len(seq))),
+                }
+                ff = failures_file(root, benchmark, folder, seq.name)
+                if ff.is_file():
+                    runs[seq.name]["failed_frames"] = [line for line in ff.read_text().splitlines() if line]
+            summaries.append(summarize(runs, sequences))
+        summary = summarize_seeds(summaries) if len(summaries) > 1 else {**summaries[0], "n_seeds": 1}
+        report["trackers"][tname] = summary
+    return report
+
+
+def format_table(report: dict) -> str:
+    """A text table of a report from :func:`evaluate` (``±`` std where several seeds ran)."""
+    cols = [("AUC", "auc"), ("Prec@20", "precision"), ("NPrec@.2", "norm_precision"),
+            ("AO", "ao"), ("SR.50", "sr50"), ("SR.75", "sr75"), ("FPS", "fps")]
+    trackers = report["trackers"]
+    width = max([len("tracker")] + [len(t) for t in trackers]) + 2
+    head = "tracker".ljust(width) + "".join(c.rjust(17) for c, _ in cols) + "   seeds  failed"
+    lines = [f"benchmark: {report.get('benchmark', '?')}", head, "-" * len(head)]
+    for t, s in sorted(trackers.items(), key=lambda kv: -kv[1]["auc"]):
+        cells = []
+        for _, k in cols:
+            v = s[k]
+            fmt = "{:.1f}" if k == "fps" else "{:.3f}"
+            cell = fmt.format(v)
+            if s.get("n_seeds", 1) > 1:
+                cell += "±" + fmt.format(s["std"][k])
+            cells.append(cell.rjust(17))
+        lines.append(t.ljust(width) + "".join(cells) + f"{s.get('n_seeds', 1):8d}{s.get('failed_frames', 0):8d}")
+    return "\n".join(lines)
+
+
+def summary_scalars(summary: dict) -> dict:
+    """The scalar metrics of a summary (for JSON results tables): ``{key: float}`` plus ``*_std`` when seeded."""
+    out = {k: float(summary[k]) for k in SCALAR_KEYS}
+    for k, v in summary.get("std", {}).items():
+        out[f"{k}_std"] = float(v)
+    out["n_seeds"] = int(summary.get("n_seeds", 1))
+    return out

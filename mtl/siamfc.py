@@ -1,0 +1,571 @@
+"""SiamFC (Bertinetto et al., 2016): network, training pairs, training, and the tracker.
+
+The pieces, in the order notebook 01 builds them:
+
+* :class:`SiamFCNet` = :class:`mtl.backbones.AlexNetV1` (shared by both branches) +
+  :class:`mtl.heads.SiamFCHead` (scaled cross-correlation).
+* :class:`SiamFCPairTransform`: exemplar/search crops of a training pair with the paper's context
+  rule and siamfc-pytorch's augmentations (random stretch, random shift).
+* :func:`train_siamfc`: pairs from the synthetic train split, balanced logistic loss, SGD with an
+  exponentially decaying learning rate, through the project's one loop :func:`mtl.train.fit` and
+  the config-keyed checkpoint cache :func:`mtl.cache.load_or_train`.
+* :class:`SiamFCTracker`: crop with mean padding, multi-scale search, cosine window, scale
+  penalty and damping, x16 bicubic upsampling; with an explicit *target model* ``template`` and an
+  ``updater`` hook for notebook 02 onwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+import torch
+from torch import nn
+
+from mtl.backbones import AlexNetV1
+from mtl.eval import register_tracker
+from mtl.heads import SiamFCHead, default_out_scale
+from mtl.losses import balanced_logistic_loss, siamfc_labels
+from mtl.ops import (box_to_center, center_to_box, context_size, cosine_window, crop_and_resize,
+                     image_to_tensor, upsample_maps)
+from mtl.tracker import Tracker, as_box, as_rgb_array
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiamFCConfig:
+    """Every SiamFC hyperparameter; the defaults are the paper's / siamfc-pytorch's unless noted.
+
+    Override with ``dataclasses.replace(cfg, field=value)`` or ``SiamFCConfig(field=value)``.
+
+    Departures from the paper (all for the 2-core CPU budget; the notebook discusses them):
+
+    * ``width = 0.25``: the backbone has a quarter of AlexNet's channels (24-64-96-96-64 instead
+      of 96-256-384-384-256; 0.15 M instead of 2.3 M parameters), about 4x faster.
+    * ``out_scale = None`` means ``0.001 * 256 / C`` (see :func:`mtl.heads.default_out_scale`),
+      i.e. the paper's 0.001 rescaled for the narrower feature maps.
+    * ``epochs`` x ``pairs_per_epoch`` = 16 x 2,400 = 38 k pairs from the synthetic train split,
+      instead of 50 x 53 k pairs from ImageNet VID; the learning rate still decays 1e-2 -> 1e-5.
+    * Crop sizes are the paper's: exemplar 127, search 255 for tracking; 255 - 2 * 8 = 239 for
+      training (siamfc-pytorch crops the random-shift margin away, so training maps are 15x15).
+    """
+
+    # model
+    width: float = 0.25
+    out_scale: float | None = None
+    # geometry
+    exemplar_size: int = 127
+    instance_size: int = 255
+    context: float = 0.5
+    total_stride: int = 8
+    # training
+    positive_radius: float = 16.0  # pixels in the search crop; / total_stride = 2 cells
+    max_stretch: float = 0.05
+    max_shift: int = 8
+    epochs: int = 16
+    pairs_per_epoch: int = 2400
+    val_pairs: int = 240
+    batch_size: int = 8
+    lr_initial: float = 1e-2
+    lr_final: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    max_gap: int = 100
+    num_workers: int = 0
+    train_spec: str = "synth:train"
+    val_spec: str = "synth:val"
+    seed: int = 0
+    # tracking
+    num_scales: int = 3
+    scale_step: float = 1.0375
+    scale_penalty: float = 0.9745
+    scale_lr: float = 0.59
+    window_influence: float = 0.176
+    response_up: int = 16
+    response_size: int = 17
+    min_scale_factor: float = 0.2  # the MatConvNet SiamFC's limits on the size change
+    max_scale_factor: float = 5.0
+
+    #: Fields that change the trained weights (the checkpoint key); the rest only change tracking.
+    TRAIN_FIELDS = ("width", "out_scale", "exemplar_size", "instance_size", "context", "total_stride",
+                    "positive_radius", "max_stretch", "max_shift", "epochs", "pairs_per_epoch", "val_pairs",
+                    "batch_size", "lr_initial", "lr_final", "momentum", "weight_decay", "max_gap",
+                    "train_spec", "val_spec", "seed")
+
+    def __post_init__(self):
+        if self.num_scales < 1 or self.num_scales % 2 == 0:
+            raise ValueError(f"num_scales must be odd and >= 1, got {self.num_scales}")
+        if self.instance_size <= self.exemplar_size:
+            raise ValueError("instance_size must exceed exemplar_size")
+        if self.exemplar_size % 2 == 0 or self.instance_size % 2 == 0:
+            raise ValueError("exemplar_size and instance_size must be odd so the crops have a centre pixel")
+        if not 0 <= self.window_influence <= 1:
+            raise ValueError(f"window_influence must be in [0, 1], got {self.window_influence}")
+
+    @property
+    def train_instance_size(self) -> int:
+        """Search crop side during training: ``instance_size - 2 * max_shift`` (239)."""
+        return self.instance_size - 2 * self.max_shift
+
+    def train_key(self) -> dict:
+        """The training-relevant fields as a plain dict (checkpoint cache key)."""
+        return {k: getattr(self, k) for k in self.TRAIN_FIELDS}
+
+
+#: Quick mode: a smoke test of the whole pipeline in seconds (the numbers mean nothing).
+QUICK_OVERRIDES = {"epochs": 1, "pairs_per_epoch": 48, "val_pairs": 16}
+
+
+def quick_config(config: SiamFCConfig | None = None) -> SiamFCConfig:
+    """``config`` (default :class:`SiamFCConfig`) with :data:`QUICK_OVERRIDES` applied."""
+    return dataclasses.replace(config or SiamFCConfig(), **QUICK_OVERRIDES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------------------------
+
+
+class SiamFCNet(nn.Module):
+    """Siamese network: one backbone for both branches, then the cross-correlation head.
+
+    ``forward(z, x)``: exemplar images ``(B, 3, 127, 127)`` and search images ``(B*k, 3, S, S)``
+    (float, 0..255) -> scores ``(B*k, 1, (S - 255) / 8 + 17, ...)``: 17x17 for S = 255, 15x15 for 239.
+    """
+
+    def __init__(self, width: float = 0.25, out_scale: float | None = None):
+        super().__init__()
+        self.backbone = AlexNetV1(width)
+        self.head = SiamFCHead(default_out_scale(self.backbone.out_channels) if out_scale is None else out_scale)
+
+    @classmethod
+    def from_config(cls, config: SiamFCConfig) -> "SiamFCNet":
+        return cls(config.width, config.out_scale)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(z), self.backbone(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training pairs
+# ---------------------------------------------------------------------------------------------
+
+
+class SiamFCPairTransform:
+    """Turn a training pair (two frames and their boxes) into exemplar and search crops.
+
+    Both frames are cropped around their *own* target box with SiamFC's context rule, so the
+    target sits at the centre of both crops at the same scale; the label map is then the same
+    for every pair. Augmentations (siamfc-pytorch's ``RandomStretch`` + ``RandomCrop``): a
+    random scale ``1 + U(-max_stretch, max_stretch)`` and a random shift of up to ``max_shift``
+    crop pixels, done in the same single warp as the crop (:func:`mtl.ops.crop_and_resize`).
+
+    ``__call__(z_frame, z_box, x_frame, x_box, rng=None)`` -> ``(z, x)`` float32 tensors
+    ``(3, 127, 127)`` and ``(3, 239, 239)``, values 0..255. ``rng``: a NumPy Generator (None: NumPy's
+    global generator); :class:`AugmentedPairs` passes one seeded per item.
+    """
+
+    def __init__(self, config: SiamFCConfig | None = None, augment: bool = True):
+        self.config = config or SiamFCConfig()
+        self.augment = augment
+
+    def crop(self, frame: np.ndarray, box, out_size: int, rng=None) -> np.ndarray:
+        """One augmented crop ``(out_size, out_size, 3)`` uint8 of ``frame`` around ``box``."""
+        cfg = self.config
+        center, size = box_to_center(box)
+        # image pixels per search-crop pixel: the 255 search region spans z_sz * 255 / 127
+        pixels_per_crop_px = context_size(size, cfg.context) / cfg.exemplar_size
+        stretch, shift = 1.0, np.zeros(2)
+        if self.augment:
+            r = rng if rng is not None else np.random.default_rng(np.random.randint(2**31))
+            stretch = 1.0 + r.uniform(-cfg.max_stretch, cfg.max_stretch)
+            shift = r.integers(-cfg.max_shift, cfg.max_shift + 1, size=2)
+        per = pixels_per_crop_px / stretch
+        return crop_and_resize(frame, center + shift * per, out_size * per, out_size)
+
+    def __call__(self, z_frame, z_box, x_frame, x_box, rng=None) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        z = self.crop(as_rgb_array(z_frame), z_box, cfg.exemplar_size, rng)
+        x = self.crop(as_rgb_array(x_frame), x_box, cfg.train_instance_size, rng)
+        return image_to_tensor(z)[0], image_to_tensor(x)[0]
+
+
+class SiamFCLoss:
+    """``loss_fn(model, batch)``: the balanced logistic loss of a batch ``(z, x)`` (the ``step_fn`` of :func:`mtl.train.fit`).
+
+    Label maps depend only on the score-map size, so they are built once per size and device.
+    """
+
+    def __init__(self, config: SiamFCConfig | None = None):
+        self.config = config or SiamFCConfig()
+        self._labels: dict[tuple, torch.Tensor] = {}
+
+    def labels(self, size: int, device) -> torch.Tensor:
+        """Label map ``(size, size)`` float32 on ``device`` (positives within ``positive_radius / stride`` cells)."""
+        key = (size, str(device))
+        if key not in self._labels:
+            r = self.config.positive_radius / self.config.total_stride
+            self._labels[key] = torch.from_numpy(siamfc_labels(size, r)).to(device)
+        return self._labels[key]
+
+    def __call__(self, model: nn.Module, batch) -> torch.Tensor:
+        z, x = batch
+        scores = model(z, x)
+        return balanced_logistic_loss(scores, self.labels(scores.shape[-1], scores.device))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+class AugmentedPairs(torch.utils.data.Dataset):
+    """Pairs of :class:`mtl.samplers.PairSampler` through :class:`SiamFCPairTransform`, item ``i`` deterministic.
+
+    The augmentation of item ``i`` draws from ``np.random.default_rng([seed, i])``, so an item is the
+    same whichever worker loads it and in whatever order. Item: ``(z (3, 127, 127), x (3, 239, 239))``.
+    """
+
+    def __init__(self, pairs, transform: SiamFCPairTransform, seed: int):
+        self.pairs, self.transform, self.seed = pairs, transform, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        z_frame, z_box, x_frame, x_box = self.pairs[i]
+        return self.transform(z_frame, z_box, x_frame, x_box, rng=np.random.default_rng([self.seed, int(i)]))
+
+
+class FreshPairsPerEpoch(torch.utils.data.Sampler):
+    """Index sampler over ``epochs * per_epoch`` deterministic items: epoch ``e`` draws items ``[e*n, (e+1)*n)``.
+
+    Each pass over the loader (one epoch of :func:`mtl.train.fit`) sees new pairs, yet the whole
+    run is reproducible because item ``i`` of the pair sampler depends only on ``(seed, i)``.
+    """
+
+    def __init__(self, per_epoch: int, epochs: int):
+        self.per_epoch, self.epochs, self.epoch = int(per_epoch), int(epochs), 0
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self):
+        start = (self.epoch % max(self.epochs, 1)) * self.per_epoch
+        self.epoch += 1
+        return iter(range(start, start + self.per_epoch))
+
+
+def train_siamfc(config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu", retrain: bool = False,
+                 progress: bool = True) -> tuple[SiamFCNet, dict]:
+    """Load the SiamFC checkpoint for ``config`` or train it; return ``(net in eval mode on device, meta)``.
+
+    ``quick``: apply :data:`QUICK_OVERRIDES` and use the quick dataset and checkpoint folder.
+    ``meta`` holds ``history`` (see :func:`mtl.train.fit`), ``train_seconds``, ``config``
+    (the training fields), ``loaded`` and ``checkpoint``.
+    """
+    from torch.utils.data import DataLoader
+
+    from mtl.cache import load_or_train
+    from mtl.data import load_dataset
+    from mtl.samplers import PairSampler
+    from mtl.train import fit
+    from mtl.utils import seed_everything
+
+    cfg = config or SiamFCConfig()
+    if quick:
+        cfg = quick_config(cfg)
+    device = torch.device(device)
+    seed_everything(cfg.seed)
+    net = SiamFCNet.from_config(cfg)
+
+    def train_fn(model: nn.Module) -> dict:
+        seed_everything(cfg.seed)
+        model.to(device)
+        train_seqs = load_dataset(cfg.train_spec, quick=quick, seed=cfg.seed)
+        val_seqs = load_dataset(cfg.val_spec, quick=quick, seed=cfg.seed)
+        train_pairs = AugmentedPairs(PairSampler(train_seqs, cfg.epochs * cfg.pairs_per_epoch, max_gap=cfg.max_gap,
+                                                 seed=cfg.seed), SiamFCPairTransform(cfg, augment=True), cfg.seed)
+        # validation pairs without augmentation: a fixed, comparable measurement every epoch
+        val_pairs = AugmentedPairs(PairSampler(val_seqs, cfg.val_pairs, max_gap=cfg.max_gap, seed=cfg.seed + 1),
+                                   SiamFCPairTransform(cfg, augment=False), cfg.seed + 1)
+        loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                         persistent_workers=cfg.num_workers > 0)
+        train_loader = DataLoader(train_pairs, sampler=FreshPairsPerEpoch(cfg.pairs_per_epoch, cfg.epochs), **loader_kw)
+        val_loader = DataLoader(val_pairs, shuffle=False, **loader_kw)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_initial, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        gamma = (cfg.lr_final / cfg.lr_initial) ** (1.0 / max(cfg.epochs, 1))
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        start = time.perf_counter()
+        history = fit(model, SiamFCLoss(cfg), train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer,
+                      scheduler=scheduler, device=device, desc="SiamFC", progress=progress)
+        return {"history": history, "train_seconds": time.perf_counter() - start, "config": cfg.train_key(),
+                "torch_threads": torch.get_num_threads(), "device": str(device),
+                "made_by": "notebooks/01_siamfc.ipynb"}
+
+    meta = load_or_train("siamfc", cfg.train_key(), net, train_fn, retrain=retrain, quick=quick,
+                         made_by="notebooks/01_siamfc.ipynb")
+    return net.to(device).eval(), meta
+
+
+def load_siamfc(checkpoint: str | Path | None = "default", config: SiamFCConfig | None = None,
+                device="cpu") -> SiamFCNet:
+    """A SiamFC network in eval mode.
+
+    ``checkpoint``: ``"default"`` -> the stored checkpoint of ``config`` (full mode; in quick mode
+    ``MTL_QUICK=1`` the quick one when no full one exists); a path -> that file (its stored
+    training config decides the width); ``None`` -> randomly initialised (tests, smoke runs).
+    Raises ``FileNotFoundError`` naming the file and how to make it.
+    """
+    from mtl.cache import checkpoint_path, load_checkpoint
+    from mtl.utils import quick_mode, seed_everything
+
+    cfg = config or SiamFCConfig()
+    if checkpoint is None:
+        seed_everything(cfg.seed)
+        return SiamFCNet.from_config(cfg).to(device).eval()
+    if checkpoint == "default":
+        path = checkpoint_path("siamfc", cfg.train_key(), quick=False)
+        if not path.is_file() and quick_mode():
+            quick_path = checkpoint_path("siamfc", quick_config(cfg).train_key(), quick=True)
+            path = quick_path if quick_path.is_file() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"no SiamFC checkpoint at {path}; run notebooks/01_siamfc.ipynb "
+                                    f"(or `mtl reproduce --only 01`) to train it, or pass checkpoint=None "
+                                    f"for an untrained network")
+    else:
+        path = Path(checkpoint)
+    state, meta = load_checkpoint(path)
+    stored = meta.get("config", {})
+    net = SiamFCNet(stored.get("width", cfg.width), stored.get("out_scale", cfg.out_scale))
+    net.load_state_dict(state)
+    return net.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracker
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    """What :meth:`SiamFCTracker.respond` found on one frame (all in the coordinates of that frame).
+
+    responses: raw scores ``(K, 17, 17)`` float32, one map per scale (logits of the head).
+    scale_factors: ``(K,)`` the search sizes relative to the current one.
+    scale_index: index of the chosen scale (after the scale penalty).
+    response: the chosen map upsampled to ``(272, 272)``, min-shifted, sum-normalised and blended with
+        the cosine window: the map whose argmax gives the displacement.
+    peak: ``(2,)`` ``[col, row]`` of its argmax.
+    score: the raw (logit) peak of the chosen scale's upsampled map, before normalisation (the
+        tracker's confidence; comparable across frames).
+    center: ``(2,)`` the new target centre ``[cx, cy]`` in image pixels; scale: the damped size change.
+    search_center, search_size: where the search crops were taken (``search_size`` of scale 1).
+    crops: the search crops ``(K, 255, 255, 3)`` uint8; features: their backbone features ``(K, C, 22, 22)``.
+    """
+
+    responses: np.ndarray
+    scale_factors: np.ndarray
+    scale_index: int
+    response: np.ndarray
+    peak: np.ndarray
+    score: float
+    center: np.ndarray
+    scale: float
+    search_center: np.ndarray
+    search_size: float
+    crops: np.ndarray
+    features: torch.Tensor
+
+
+class SiamFCTracker(Tracker):
+    """The SiamFC tracker, with an explicit target model and an update hook.
+
+    State: ``center`` ``(2,)`` and ``target_size`` ``(2,)`` in image pixels; ``z_size`` / ``x_size``
+    the exemplar / search region sides; ``template0`` the first frame's exemplar features
+    ``(1, C, 6, 6)``; ``template`` the *current target model* (the correlation filter the search
+    features are scored with; equals ``template0`` unless an updater changed it).
+
+    Update hook (notebook 02 on): ``updater`` is any object with
+    ``step(tracker, image, box, result) -> torch.Tensor | None``, called after the box of a frame
+    is found, on every ``update_interval``-th frame and only when ``result.score >=
+    confidence_threshold`` (None: always). A returned tensor ``(1, C, 6, 6)`` becomes the new
+    ``template``; None keeps it. An updater may also define ``reset(tracker, image, box)``, called
+    at the end of :meth:`init` (to clear its memory). Updaters reuse :meth:`extract_template` and the
+    features in ``result``; plain SiamFC is ``updater=None``.
+
+    Tracking options (any :class:`SiamFCConfig` field, e.g. ``window_influence=0``) may be passed
+    as keyword arguments; they do not touch the network.
+    """
+
+    name = "siamfc"
+
+    def __init__(self, net: SiamFCNet, config: SiamFCConfig | None = None, *, device="cpu", updater=None,
+                 update_interval: int = 1, confidence_threshold: float | None = None, name: str | None = None,
+                 **options):
+        super().__init__(name=name, is_deterministic=True)
+        cfg = config or SiamFCConfig()
+        self.config = dataclasses.replace(cfg, **options) if options else cfg
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        if update_interval < 1:
+            raise ValueError(f"update_interval must be >= 1, got {update_interval}")
+        self.updater = updater
+        self.update_interval = int(update_interval)
+        self.confidence_threshold = confidence_threshold
+        c = self.config
+        self.upscale_size = c.response_up * c.response_size
+        self.window = cosine_window(self.upscale_size)
+        half = c.num_scales // 2
+        self.scale_factors = c.scale_step ** np.linspace(-half, half, c.num_scales)
+        self.scale_penalties = np.where(np.arange(c.num_scales) == half, 1.0, c.scale_penalty)
+        self.last_result: SearchResult | None = None
+
+    # -- pieces updaters reuse ---------------------------------------------------------------
+
+    @torch.inference_mode()
+    def features(self, crops: np.ndarray) -> torch.Tensor:
+        """Backbone features of crops ``(K, S, S, 3)`` uint8 -> ``(K, C, s, s)`` float32 on the tracker's device."""
+        return self.net.backbone(image_to_tensor(crops).to(self.device))
+
+    def exemplar_crop(self, image: np.ndarray, box) -> np.ndarray:
+        """The 127x127x3 uint8 exemplar crop of ``box`` (context rule, padded with the image mean)."""
+        center, size = box_to_center(box)
+        return crop_and_resize(as_rgb_array(image), center, context_size(size, self.config.context),
+                               self.config.exemplar_size)
+
+    def extract_template(self, image, box) -> torch.Tensor:
+        """Exemplar features ``(1, C, 6, 6)`` of the object in ``box`` on ``image`` (the target model SiamFC would build there)."""
+        return self.features(self.exemplar_crop(image, box)[None])
+
+    @torch.inference_mode()
+    def respond(self, image) -> SearchResult:
+        """Search ``image`` around the current state with the current ``template``; do not change the state."""
+        c = self.config
+        image = as_rgb_array(image)
+        search_sizes = self.x_size * self.scale_factors
+        crops = crop_and_resize(image, self.center, search_sizes, c.instance_size, pad_value=self.pad_color)
+        feats = self.features(crops)
+        responses = self.net.head(self.template, feats)[:, 0].cpu().numpy()  # (K, 17, 17)
+        up = upsample_maps(responses, self.upscale_size)  # (K, 272, 272)
+        # Penalise scale changes (the reference multiplies the raw upsampled maps).
+        peaks = up.reshape(len(up), -1).max(axis=1) * self.scale_penalties
+        k = int(np.argmax(peaks))
+        score = float(up[k].max())
+        response = up[k] - up[k].min()
+        response /= response.sum() + 1e-16
+        response = (1 - c.window_influence) * response + c.window_influence * self.window
+        row, col = np.unravel_index(int(np.argmax(response)), response.shape)
+        # displacement: upsampled map -> search crop pixels (stride 8 / x16) -> image pixels
+        disp_map = np.array([col, row], dtype=np.float64) - (self.upscale_size - 1) / 2
+        disp_crop = disp_map * c.total_stride / c.response_up
+        disp_image = disp_crop * search_sizes[k] / c.instance_size
+        scale = (1 - c.scale_lr) + c.scale_lr * self.scale_factors[k]
+        return SearchResult(responses=responses, scale_factors=self.scale_factors.copy(), scale_index=k,
+                            response=response, peak=np.array([col, row]), score=score,
+                            center=self.center + disp_image, scale=float(scale),
+                            search_center=self.center.copy(), search_size=float(self.x_size),
+                            crops=crops, features=feats)
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def init(self, image, box) -> None:
+        """Build the target model from ``box`` (``x, y, w, h``) on the first ``image``."""
+        c = self.config
+        image = as_rgb_array(image)
+        self.center, self.target_size = box_to_center(as_box(box))
+        self.initial_size = self.target_size.copy()
+        self.image_size = np.array([image.shape[1], image.shape[0]], dtype=np.float64)
+        self.pad_color = image.mean(axis=(0, 1))
+        self.z_size = context_size(self.target_size, c.context)
+        self.x_size = self.z_size * c.instance_size / c.exemplar_size
+        self.initial_z_size = self.z_size
+        self.template0 = self.extract_template(image, box)
+        self.template = self.template0.clone()
+        self.frame_index = 0
+        self.last_result = None
+        if self.updater is not None and hasattr(self.updater, "reset"):
+            self.updater.reset(self, image, as_box(box))
+
+    def update(self, image) -> np.ndarray:
+        """Locate the target in the next ``image``; return its box ``[x, y, w, h]`` float64 ``(4,)``."""
+        c = self.config
+        image = as_rgb_array(image)
+        result = self.respond(image)
+        # limit the accumulated size change as the MatConvNet SiamFC does (0.2x .. 5x the first size)
+        ratio = np.clip(self.z_size * result.scale / self.initial_z_size, c.min_scale_factor, c.max_scale_factor)
+        scale = ratio * self.initial_z_size / self.z_size
+        self.center = np.clip(result.center, 0, self.image_size - 1)  # the centre stays on the image
+        self.target_size = self.target_size * scale
+        self.z_size *= scale
+        self.x_size *= scale
+        self.frame_index += 1
+        self.last_result = result
+        box = center_to_box(self.center, self.target_size)
+        if (self.updater is not None and self.frame_index % self.update_interval == 0
+                and (self.confidence_threshold is None or result.score >= self.confidence_threshold)):
+            new_template = self.updater.step(self, image, box, result)
+            if new_template is not None:
+                if new_template.shape != self.template0.shape:
+                    raise ValueError(f"updater returned a template of shape {tuple(new_template.shape)}, "
+                                     f"expected {tuple(self.template0.shape)}")
+                self.template = new_template.to(self.device)
+        return box
+
+
+@register_tracker("siamfc")
+def make_siamfc_tracker(checkpoint: str | Path | None = "default", config: SiamFCConfig | None = None,
+                        device="cpu", **options) -> SiamFCTracker:
+    """Registry factory: ``make_tracker("siamfc", checkpoint=..., window_influence=..., ...)``.
+
+    ``checkpoint``: see :func:`load_siamfc` (``None`` gives an untrained network for smoke tests).
+    Other keywords go to :class:`SiamFCTracker` (tracking options, updater, name).
+    """
+    net = load_siamfc(checkpoint, config, device=device)
+    return SiamFCTracker(net, config, device=device, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed: tracker vs backbone-only, measured in one run
+# ---------------------------------------------------------------------------------------------
+
+
+def speed_comparison(tracker: SiamFCTracker, sequence, max_frames: int = 60, repeats: int = 1) -> dict:
+    """Tracker FPS next to the backbone's forward-only FPS on the *same* search crops, in one run.
+
+    Tracks the first ``max_frames`` frames of ``sequence`` (frames are rendered beforehand so that
+    rendering is not timed), timing each ``update``; keeps each frame's K search crops and then
+    times the backbone alone on them (already converted to tensors; inference mode). Returns
+    ``{"tracker_fps", "backbone_fps", "ratio", "frames", "num_scales", "threads"}``; ``ratio`` is
+    tracker / backbone (1.0 would mean the tracker adds no overhead to the forward pass).
+    """
+    n = min(len(sequence), max_frames + 1)
+    frames = [as_rgb_array(sequence.frame(i)) for i in range(n)]
+    tracker.init(frames[0], sequence.boxes[0])
+    update_times, crops = [], []
+    for image in frames[1:]:
+        start = time.perf_counter()
+        tracker.update(image)
+        update_times.append(time.perf_counter() - start)
+        crops.append(tracker.last_result.crops)
+    tensors = [image_to_tensor(c).to(tracker.device) for c in crops]
+    backbone_times = []
+    with torch.inference_mode():
+        tracker.net.backbone(tensors[0])  # warm-up
+        for _ in range(repeats):
+            for t in tensors:
+                start = time.perf_counter()
+                tracker.net.backbone(t)
+                if t.is_cuda:
+                    torch.cuda.synchronize()
+                backbone_times.append(time.perf_counter() - start)
+    tracker_fps = 1.0 / float(np.mean(update_times))
+    backbone_fps = 1.0 / float(np.mean(backbone_times))
+    return {"tracker_fps": tracker_fps, "backbone_fps": backbone_fps, "ratio": tracker_fps / backbone_fps,
+            "frames": len(update_times), "num_scales": tracker.config.num_scales,
+            "threads": torch.get_num_threads()}
