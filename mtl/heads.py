@@ -1,6 +1,6 @@
 """Score heads: SiamFC's cross-correlation of template features with search features.
 
-``score(z, x)[u] = scale * sum_{c,i,j} z[c,i,j] x[c, u+i, u+j] + bias``: the template feature
+``score(z, x)[u, v] = out_scale * sum_{c,i,j} z[c,i,j] x[c, u+i, v+j]``: the template feature
 ``z`` acts as the weights of a *linear target model* (a correlation filter) slid over the search
 features. Later notebooks update exactly this ``z`` (EMA, SGD, GradNet, LU, ROAM).
 """

@@ -273,6 +273,8 @@ def test_tracker_update_hook_and_options():
         _tiny_tracker(update_interval=0)
     with pytest.raises(ValueError):
         _tiny_tracker(num_scales=2)
+    with pytest.raises(TypeError, match="window_influnce"):
+        _tiny_tracker(window_influnce=0.1)
 
 
 def test_make_tracker_registry_with_untrained_net():
@@ -305,3 +307,48 @@ def test_config_train_key_excludes_tracking_options():
     a, b = SiamFCConfig(), SiamFCConfig(window_influence=0.0, num_scales=5)
     assert a.train_key() == b.train_key()
     assert a.train_key() != dataclasses.replace(a, width=0.5).train_key()
+
+
+def _write_otb_folder(root, n_frames=6, size=(97, 143)):
+    """A tiny OTB-layout dataset of a moving textured square on frames of an odd size (H, W)."""
+    import cv2
+
+    seq_dir = root / "Square" / "img"
+    seq_dir.mkdir(parents=True)
+    lines = []
+    for i in range(n_frames):
+        frame, box = _square_frame(40 + 3 * i, 45 + i, side=24, size=size)
+        cv2.imwrite(str(seq_dir / f"{i + 1:04d}.jpg"), frame[:, :, ::-1])
+        lines.append(",".join(str(int(v)) for v in box))
+    (root / "Square" / "groundtruth_rect.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_checkpoint_path_round_trip_and_cli_benchmark(tmp_path, monkeypatch):
+    from mtl import cli
+    from mtl import eval as ev
+    from mtl.cache import save_checkpoint
+    from mtl.siamfc import load_siamfc, make_siamfc_tracker
+
+    # a checkpoint file made by another width is rebuilt from its stored training config
+    torch.manual_seed(1)
+    cfg = SiamFCConfig(width=0.125)
+    net = SiamFCNet.from_config(cfg)
+    ckpt = tmp_path / "siamfc-tiny.pt"
+    save_checkpoint(ckpt, net.state_dict(), cfg.train_key(), {"config": cfg.train_key()})
+    loaded = load_siamfc(ckpt)
+    assert loaded.backbone.out_channels == net.backbone.out_channels
+    for a, b in zip(loaded.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+
+    # `mtl benchmark --tracker siamfc` on an OTB folder of real (odd-sized) frames
+    _write_otb_folder(tmp_path / "otb")
+    monkeypatch.setitem(ev.TRACKERS, "siamfc", lambda **kw: make_siamfc_tracker(checkpoint=ckpt, **kw))
+    out = tmp_path / "results"
+    rc = cli.main(["benchmark", "--tracker", "siamfc", "--dataset", f"otb:{tmp_path / 'otb'}", "--out", str(out),
+                   "--no-progress"])
+    assert rc == 0
+    files = list(out.rglob("Square.txt"))
+    assert len(files) == 1
+    boxes = ev.read_boxes(files[0], 6)
+    assert np.all(np.isfinite(boxes)) and np.all(boxes[:, 2:] > 0)
+    np.testing.assert_allclose(boxes[0], _square_frame(40, 45, side=24)[1])  # frame 0 is the given box

@@ -1,0 +1,461 @@
+"""Hand-designed model-update rules for linear-target-model trackers (notebook 02), one interface for all.
+
+A base tracker (:class:`mtl.siamfc.SiamFCTracker`, :class:`mtl.cfnet.CFNetTracker`) holds a *linear
+target model* ``tracker.template`` ``(1, C, 6, 6)``: the filter the search features are correlated with.
+An **updater** sees the tracker's state and each new frame's result and returns the new target model:
+
+    ``updater.reset(tracker, image, box)``           called at the end of ``tracker.init``
+    ``updater.step(tracker, image, box, result)``    -> new template ``(1, C, 6, 6)`` or None (keep it)
+
+Confidence gating (``confidence_threshold``: call the updater only when the peak logit reaches it) and
+the update interval (``update_interval``: every k-th frame) are options of the *tracker*, so no updater
+repeats them. GradNet, Learning to Update, DiMP and ROAM plug into the same two methods.
+
+The rules here (Learning to Update, Sec. III-C; DiMP Table 3; GradNet Table 1):
+
+* :class:`NoUpdate`: the first frame's template forever (plain SiamFC).
+* :class:`EMAUpdater`: ``θ_{t+1} = (1 - α) θ_t + α g(x̄_t)`` (LU eq. 2) with ``g(x̄_t)`` the template
+  extracted at the tracked box (SiamFC: the exemplar features; CFNet: the correlation filter).
+* :class:`SGDUpdater`: gradient descent on the target model alone (never the backbone), on search
+  features stored from past confident frames with pseudo-labels centred at the tracked box; short-term
+  when the peak logit is low, long-term every few frames (MDNet's schedule, as LU's baseline).
+* :class:`OracleUpdater`: the template re-extracted at the *ground-truth* box each frame. It cheats (it
+  reads the annotation through the runner's ``set_sequence`` hook): an upper bound for any updater
+  that only changes the template, not a tracker.
+
+:func:`iterations_to_converge` is the GradNet Table 1 analogue: how many plain gradient-descent steps
+the template needs at each learning rate.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+
+from mtl.eval import TRACKERS, make_tracker, register_tracker
+from mtl.losses import balanced_logistic_loss, siamfc_labels
+from mtl.ops import crop_and_resize
+
+#: EMA rate of the registered ``*_ema`` trackers when none is given: UpdateNet's linear-update baseline
+#: for SiamFC uses 0.0102; notebook 02 picks its own rate on the validation split.
+DEFAULT_EMA_RATE = 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# The interface and the simple rules
+# ---------------------------------------------------------------------------------------------
+
+
+class Updater:
+    """Base class of model-update rules (see the module docstring for the protocol).
+
+    ``step`` receives the tracker (its ``template``, ``template0``, ``frame_index``, ``net``,
+    ``extract_template`` ...), the frame ``image`` ``(H, W, 3)`` uint8, the tracked ``box``
+    ``[x, y, w, h]`` float64 and the frame's :class:`mtl.siamfc.SearchResult`.
+    """
+
+    name = "updater"
+
+    def reset(self, tracker, image: np.ndarray, box: np.ndarray) -> None:
+        """Forget everything about the previous sequence (called by ``tracker.init``)."""
+
+    def step(self, tracker, image: np.ndarray, box: np.ndarray, result) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class NoUpdate(Updater):
+    """Keep the first frame's template (SiamFC / CFNet as published)."""
+
+    name = "none"
+
+    def step(self, tracker, image, box, result) -> None:
+        return None
+
+
+class EMAUpdater(Updater):
+    """Template averaging, ``θ ← (1 - rate) θ + rate · tracker.extract_template(image, box)`` (LU eq. 2c).
+
+    Costs one exemplar forward pass per updated frame (the candidate template at the tracked box).
+    """
+
+    name = "ema"
+
+    def __init__(self, rate: float = DEFAULT_EMA_RATE):
+        if not 0 < rate <= 1:
+            raise ValueError(f"EMA rate must be in (0, 1], got {rate!r}")
+        self.rate = float(rate)
+
+    def step(self, tracker, image, box, result) -> torch.Tensor:
+        candidate = tracker.extract_template(image, box)
+        return (1 - self.rate) * tracker.template + self.rate * candidate
+
+
+class OracleUpdater(Updater):
+    """Re-extract the template at the ground-truth box of every frame: an upper bound that CHEATS.
+
+    The evaluation runner calls ``tracker.set_sequence(seq)`` before a sequence when the tracker has
+    that method (:func:`mtl.eval.track_sequence`); :func:`make_updating_tracker` forwards it here. On
+    frames where the target is not visible (full occlusion, out of view) the oracle keeps the
+    template, since the ground-truth box then frames the occluder. It changes only the template, never
+    the tracker's position or scale: it bounds what *updating the target model* can buy.
+    """
+
+    name = "oracle"
+
+    def __init__(self):
+        self.sequence = None
+
+    def set_sequence(self, sequence) -> None:
+        self.sequence = sequence
+
+    def step(self, tracker, image, box, result) -> torch.Tensor | None:
+        seq = self.sequence
+        if seq is None:
+            raise RuntimeError("OracleUpdater needs the ground truth: call tracker.set_sequence(seq) before "
+                               "tracking (mtl.eval's runners do when the tracker comes from make_updating_tracker)")
+        f = tracker.frame_index
+        if f >= len(seq):
+            raise RuntimeError(f"OracleUpdater: frame {f} is beyond sequence {seq.name!r} ({len(seq)} frames); "
+                               f"was set_sequence called with the sequence being tracked?")
+        if seq.visible is not None and not seq.visible[f]:
+            return None
+        return tracker.extract_template(image, seq.boxes[f])
+
+
+# ---------------------------------------------------------------------------------------------
+# SGD online fine-tuning of the target model
+# ---------------------------------------------------------------------------------------------
+
+
+def shifted_labels(size: int, offset, radius_cells: float) -> np.ndarray:
+    """SiamFC's label map ``(size, size)`` float32 with the positive disc moved by ``offset = [dx, dy]`` cells.
+
+    The offset is rounded to whole cells and clipped so that the disc stays inside the map (the labels
+    come from :func:`mtl.losses.siamfc_labels`, rolled, so they are the training labels exactly).
+    """
+    limit = (size - 1) // 2 - int(math.ceil(radius_cells))
+    dx, dy = (int(np.clip(np.rint(v), -limit, limit)) for v in np.asarray(offset, dtype=np.float64).reshape(2))
+    return np.roll(siamfc_labels(size, radius_cells), (dy, dx), axis=(0, 1))
+
+
+def target_model_loss(tracker, template: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The tracker's training loss as a function of its target model only.
+
+    ``template`` ``(1, C, h, w)``, ``features`` ``(N, C, H, W)`` stored search features, ``labels``
+    ``(N, H-h+1, W-w+1)`` 0/1 -> balanced logistic loss of ``tracker.net.head(template, features)``
+    (SiamFC's training loss, :func:`mtl.losses.balanced_logistic_loss`), a scalar tensor.
+    """
+    scores = tracker.net.head(template, features)
+    return balanced_logistic_loss(scores, labels[:, None])
+
+
+def gradient_descent(loss_fn, template: torch.Tensor, lr: float, iterations: int,
+                     momentum: float = 0.0) -> tuple[torch.Tensor, list[float]]:
+    """Plain (heavy-ball) gradient descent on a template: ``v ← μ v + ∇f(z)``, ``z ← z - lr v``.
+
+    Gradients come from ``torch.autograd.grad`` with respect to the template alone, so no other tensor
+    (network weights included) receives a ``.grad``. Returns ``(template after the steps (detached),
+    losses before each step (len = iterations))``.
+    """
+    z = template.detach().clone().requires_grad_(True)
+    velocity = torch.zeros_like(z)
+    losses = []
+    with torch.enable_grad():
+        for _ in range(int(iterations)):
+            loss = loss_fn(z)
+            (grad,) = torch.autograd.grad(loss, z)
+            losses.append(float(loss.detach()))
+            velocity = momentum * velocity + grad
+            z = (z - lr * velocity).detach().requires_grad_(True)
+    return z.detach(), losses
+
+
+class SGDUpdater(Updater):
+    """Online fine-tuning of the target model by gradient descent (LU's "SGD-based update", MDNet schedule).
+
+    Memory: the chosen-scale search features ``(1, C, 22, 22)`` of up to ``memory_size`` frames whose
+    peak logit is ``>= sample_threshold`` (0: the logistic model says "target" with p > 0.5), each
+    with SiamFC's label map centred where the tracker put the target (a pseudo-label); the first frame's
+    sample (an extra search-crop forward pass at ``init``) is always kept.
+
+    * **short-term**: when the peak logit is ``< short_term_threshold``, ``iterations_short`` steps on
+      the ``short_term_size`` most recent samples;
+    * **long-term**: otherwise every ``long_term_interval`` frames, ``iterations_long`` steps on the
+      whole memory.
+
+    Each step is gradient descent (momentum ``momentum``) on the balanced logistic loss of the
+    tracker's own head over the samples plus ``(weight_decay / 2) ||θ - θ_0||²``, with respect to the
+    template alone (:func:`gradient_descent`): the backbone and head weights never change.
+
+    The updater must see every frame (it stores samples and decides when to act), so it refuses a
+    tracker with ``confidence_threshold`` or ``update_interval > 1``; its own thresholds play that role.
+    """
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 1.0, iterations_short: int = 5, iterations_long: int = 10,
+                 long_term_interval: int = 10, memory_size: int = 10, short_term_size: int = 3,
+                 sample_threshold: float = 0.0, short_term_threshold: float = 0.0, momentum: float = 0.0,
+                 weight_decay: float = 0.0):
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        for name, v in (("iterations_short", iterations_short), ("iterations_long", iterations_long)):
+            if int(v) != v or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if long_term_interval < 1 or short_term_size < 1:
+            raise ValueError("long_term_interval and short_term_size must be >= 1")
+        if memory_size < 2:
+            raise ValueError(f"memory_size counts the first frame's sample plus recent ones; must be >= 2, got {memory_size}")
+        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self.iterations_short, self.iterations_long = int(iterations_short), int(iterations_long)
+        self.long_term_interval, self.memory_size = int(long_term_interval), int(memory_size)
+        self.short_term_size = int(short_term_size)
+        self.sample_threshold, self.short_term_threshold = float(sample_threshold), float(short_term_threshold)
+        self._first = None
+        self._memory: deque = deque(maxlen=self.memory_size - 1)
+        self.counts = {"short": 0, "long": 0, "iterations": 0}
+
+    # memory ---------------------------------------------------------------------------------
+
+    def _radius(self, tracker) -> float:
+        return tracker.config.positive_radius / tracker.config.total_stride
+
+    def _sample(self, tracker, features: torch.Tensor, offset) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features ``(1, C, 22, 22)`` as a normal tensor, label map ``(17, 17)``) for the memory."""
+        size = features.shape[-1] - tracker.template.shape[-1] + 1
+        labels = torch.from_numpy(shifted_labels(size, offset, self._radius(tracker))).to(features.device)
+        return features.clone(), labels  # clone outside inference mode: autograd may save it later
+
+    @property
+    def memory(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The stored samples, oldest first: ``[(features (1, C, 22, 22), labels (17, 17))]``."""
+        return ([self._first] if self._first is not None else []) + list(self._memory)
+
+    def reset(self, tracker, image, box) -> None:
+        if tracker.confidence_threshold is not None or tracker.update_interval != 1:
+            raise ValueError("SGDUpdater must see every frame: build the tracker with confidence_threshold=None "
+                             "and update_interval=1 (SGDUpdater's own sample_threshold / long_term_interval "
+                             "decide what it stores and when it optimises)")
+        cfg = tracker.config
+        crop = crop_and_resize(image, tracker.center, tracker.x_size, cfg.instance_size, pad_value=tracker.pad_color)
+        self._memory = deque(maxlen=self.memory_size - 1)
+        self._first = self._sample(tracker, tracker.features(crop[None]), (0.0, 0.0))
+        self.counts = {"short": 0, "long": 0, "iterations": 0}
+
+    def observe(self, tracker, result) -> None:
+        """Store the chosen scale's search features of a frame with labels centred at the tracked target."""
+        if result.score < self.sample_threshold:
+            return
+        k = result.scale_index
+        cfg = tracker.config
+        # image pixels -> search-crop pixels of scale k -> score-map cells
+        crop_side = result.search_size * result.scale_factors[k]
+        offset = (result.center - result.search_center) * cfg.instance_size / crop_side / cfg.total_stride
+        self._memory.append(self._sample(tracker, result.features[k:k + 1], offset))
+
+    # optimisation ---------------------------------------------------------------------------
+
+    def loss_fn(self, tracker, samples):
+        """``f(θ)`` over ``samples`` (see the class docstring); returns a callable ``θ -> scalar tensor``."""
+        features = torch.cat([s[0] for s in samples])
+        labels = torch.stack([s[1] for s in samples])
+        anchor = tracker.template0.clone()
+
+        def f(template: torch.Tensor) -> torch.Tensor:
+            loss = target_model_loss(tracker, template, features, labels)
+            if self.weight_decay:
+                loss = loss + 0.5 * self.weight_decay * (template - anchor).pow(2).sum()
+            return loss
+
+        return f
+
+    def optimize(self, tracker, samples, iterations: int) -> torch.Tensor:
+        """``iterations`` gradient steps from the current template on ``samples``; the new template."""
+        template, _ = gradient_descent(self.loss_fn(tracker, samples), tracker.template.clone(), self.lr,
+                                       iterations, self.momentum)
+        self.counts["iterations"] += int(iterations)
+        return template
+
+    def step(self, tracker, image, box, result) -> torch.Tensor | None:
+        self.observe(tracker, result)
+        samples = self.memory
+        if result.score < self.short_term_threshold and self.iterations_short > 0:
+            self.counts["short"] += 1
+            return self.optimize(tracker, samples[-self.short_term_size:], self.iterations_short)
+        if tracker.frame_index % self.long_term_interval == 0 and self.iterations_long > 0:
+            self.counts["long"] += 1
+            return self.optimize(tracker, samples, self.iterations_long)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Trackers with an updater, and the registry
+# ---------------------------------------------------------------------------------------------
+
+UPDATERS = {"none": NoUpdate, "ema": EMAUpdater, "sgd": SGDUpdater, "oracle": OracleUpdater}
+
+
+def make_updater(kind: str, **kwargs) -> Updater:
+    """An updater by name: ``"none"``, ``"ema"`` (``rate=``), ``"sgd"`` (see :class:`SGDUpdater`), ``"oracle"``."""
+    if kind not in UPDATERS:
+        raise KeyError(f"unknown updater {kind!r}; known: {sorted(UPDATERS)}")
+    return UPDATERS[kind](**kwargs)
+
+
+def make_updating_tracker(base: str = "siamfc", updater: str | Updater = "none", *, name: str | None = None,
+                          update_interval: int = 1, confidence_threshold: float | None = None, **kwargs):
+    """The base tracker ``base`` (a registered name: ``"siamfc"``, ``"cfnet"``) driven by ``updater``.
+
+    ``updater``: an :class:`Updater` or a name for :func:`make_updater`. Other keywords go to the
+    base tracker's factory (``checkpoint=``, ``device=``, tracking options). When the updater reads the
+    ground truth (``set_sequence``, the oracle), the tracker gets a ``set_sequence`` method forwarding
+    to it, which the evaluation runners call before each sequence.
+    """
+    if isinstance(updater, str):
+        updater = make_updater(updater)
+    if base not in TRACKERS:
+        make_tracker(base, checkpoint=None)  # imports the module that registers ``base`` (tiny random net)
+    tracker = TRACKERS[base](updater=updater, update_interval=update_interval,
+                             confidence_threshold=confidence_threshold,
+                             name=name or (base if isinstance(updater, NoUpdate) else f"{base}_{updater.name}"),
+                             **kwargs)
+    if hasattr(updater, "set_sequence"):
+        tracker.set_sequence = updater.set_sequence
+    return tracker
+
+
+def _register_updating(base: str) -> None:
+    """Register ``<base>_ema``, ``<base>_sgd`` and ``<base>_oracle`` (``<base>`` itself is no update)."""
+
+    def ema(rate: float = DEFAULT_EMA_RATE, **kwargs):
+        return make_updating_tracker(base, EMAUpdater(rate), **kwargs)
+
+    def sgd(sgd_options: dict | None = None, **kwargs):
+        return make_updating_tracker(base, SGDUpdater(**(sgd_options or {})), **kwargs)
+
+    def oracle(**kwargs):
+        return make_updating_tracker(base, OracleUpdater(), **kwargs)
+
+    for kind, factory in (("ema", ema), ("sgd", sgd), ("oracle", oracle)):
+        factory.__name__ = f"make_{base}_{kind}_tracker"
+        factory.__doc__ = (f"Registry factory ``{base}_{kind}``: :func:`make_updating_tracker` with base "
+                           f"``{base!r}`` and the {kind} updater; other keywords go to the base factory.")
+        register_tracker(f"{base}_{kind}")(factory)
+
+
+_register_updating("siamfc")
+
+
+# ---------------------------------------------------------------------------------------------
+# GradNet Table 1 analogue: gradient-descent iterations to converge vs learning rate
+# ---------------------------------------------------------------------------------------------
+
+
+def largest_curvature(loss_fn, template: torch.Tensor, iterations: int = 30, seed: int = 0) -> float:
+    """Largest Hessian eigenvalue ``L`` of ``loss_fn`` at ``template`` (power iteration on Hessian-vector products).
+
+    Gradient descent on a function with curvature ``L`` is stable for ``lr < 2 / L`` near that point.
+    """
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(template.shape, generator=g).to(template)
+    v /= v.norm()
+    eig = 0.0
+    z = template.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(loss_fn(z), z, create_graph=True)
+        for _ in range(iterations):
+            (hv,) = torch.autograd.grad(grad, z, grad_outputs=v, retain_graph=True)
+            eig = float((hv * v).sum())
+            v = hv / (hv.norm() + 1e-30)
+    return eig
+
+
+def converged_minimum(loss_fn, template: torch.Tensor, iterations: int = 300) -> float:
+    """A reference minimum of ``loss_fn`` from ``template`` (L-BFGS with a strong-Wolfe line search)."""
+    z = template.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([z], lr=1.0, max_iter=iterations, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(z)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+        return float(loss_fn(z).detach())
+
+
+def iterations_to_converge(loss_fn, template: torch.Tensor, lrs, *, f_min: float, tol: float = 0.01,
+                           max_iterations: int = 2000) -> list[dict]:
+    """Plain gradient descent from ``template`` at each learning rate; count the steps to converge.
+
+    Converged at step ``k`` when ``f(θ_k) - f_min <= tol · (f(θ_0) - f_min)`` (the gap to the minimum
+    shrank to ``tol`` of the initial gap). Diverged when the loss becomes non-finite or exceeds
+    ``f(θ_0) + 10 (f(θ_0) - f_min)``. Returns one row per lr: ``{"lr", "iterations" (inf when it diverges
+    or is not converged after max_iterations), "diverged", "final_gap", "one_step_gap"}`` where
+    ``one_step_gap`` is the relative gap left after a single step.
+    """
+    rows = []
+    z0 = template.detach().clone()
+    f0 = float(loss_fn(z0).detach())
+    gap0 = f0 - f_min
+    if not gap0 > 0:
+        raise ValueError(f"f_min {f_min} is not below the initial loss {f0}")
+    for lr in lrs:
+        z = z0.clone().requires_grad_(True)
+        iterations, diverged, one_step, gap = math.inf, False, math.nan, 1.0
+        with torch.enable_grad():
+            for k in range(1, int(max_iterations) + 1):
+                (grad,) = torch.autograd.grad(loss_fn(z), z)
+                z = (z - lr * grad).detach().requires_grad_(True)
+                f = float(loss_fn(z).detach())
+                if not math.isfinite(f) or f > f0 + 10 * gap0:
+                    diverged = True
+                    gap = math.inf
+                    break
+                gap = (f - f_min) / gap0
+                if k == 1:
+                    one_step = gap
+                if gap <= tol:
+                    iterations = k
+                    break
+        rows.append({"lr": float(lr), "iterations": iterations, "diverged": diverged,
+                     "final_gap": gap, "one_step_gap": one_step if not (diverged and k == 1) else math.inf})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Side-by-side runs: speed ratios measured in one run
+# ---------------------------------------------------------------------------------------------
+
+
+def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
+    """One-pass evaluation of several trackers, interleaved sequence by sequence, in this process.
+
+    ``trackers``: ``{name: tracker}``. For each sequence every tracker runs once before the next
+    sequence starts, so a change in machine load affects all trackers alike and their speed *ratios*
+    are measured under the same conditions (frames are rendered inside each run, but only the
+    trackers' ``init``/``update`` calls are timed, see :func:`mtl.eval.track_sequence`).
+    Returns ``{name: {seq_name: run}}`` as :func:`mtl.eval.run_ope`, ready for :func:`mtl.eval.summarize`.
+    """
+    from mtl.eval import run_ope
+
+    sequences = list(sequences)
+    runs = {name: {} for name in trackers}
+    iterator = sequences
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(sequences, desc=f"{len(trackers)} trackers side by side")
+    for seq in iterator:
+        for name, tracker in trackers.items():
+            runs[name].update(run_ope(tracker, [seq], progress=False, tracker_name=name))
+    return runs
