@@ -9,6 +9,22 @@ import argparse
 import sys
 
 
+def _parse_options(pairs: list[str]) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; values are Python literals when they parse as one."""
+    import ast
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"mtl: --option expects KEY=VALUE with KEY a Python name, got {pair!r}")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce",
@@ -62,14 +78,18 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="number of seeds for a stochastic tracker (default: 3 when stochastic, else 1)")
     p.add_argument("--overwrite", action="store_true", help="re-run even when complete results exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="tracker option passed to its factory, e.g. --option checkpoint=path/to.pt "
+                        "--option window_influence=0.3 (repeatable; values are Python literals or strings)")
 
     def run(args: argparse.Namespace) -> int:
         from mtl import eval as ev
         from mtl.data import load_dataset
 
+        options = _parse_options(args.option)
         seqs = load_dataset(args.dataset, quick=args.quick, seed=args.seed)
         bench = ev.benchmark_name(args.dataset, quick=args.quick)
-        tracker = ev.make_tracker(args.tracker)
+        tracker = ev.make_tracker(args.tracker, **options)
         n_seeds = args.seeds if args.seeds is not None else (1 if tracker.is_deterministic else 3)
         if args.protocol == "reset":
             rep = ev.run_supervised(tracker, seqs, seed=args.seed, progress=not args.no_progress,
@@ -78,7 +98,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                   f"robustness {rep['robustness']} failures ({rep['failures_per_100_frames']:.2f} per 100 frames)")
             return 0
         if n_seeds > 1:
-            ev.run_ope_seeds(lambda: ev.make_tracker(args.tracker), seqs,
+            ev.run_ope_seeds(lambda: ev.make_tracker(args.tracker, **options), seqs,
                              seeds=range(args.seed, args.seed + n_seeds), out_dir=args.out, benchmark=bench,
                              overwrite=args.overwrite, progress=not args.no_progress, tracker_name=args.tracker)
         else:

@@ -215,3 +215,11 @@ def test_reproduce_runs_notebooks_and_reports(tmp_path, monkeypatch):
     assert stored["quick"] is True and stored["tables"]["t"] == [{"seed": 7}]
     with pytest.raises(ValueError, match="no notebook"):
         rep.list_notebooks(["42"])
+
+
+def test_benchmark_tracker_options_parse_literals_and_reject_bad_pairs():
+    assert cli._parse_options(["window_influence=0.3", "checkpoint=data/x.pt", "scales=[1, 2]"]) == {
+        "window_influence": 0.3, "checkpoint": "data/x.pt", "scales": [1, 2]}
+    for bad in (["novalue"], ["9bad=1"]):
+        with pytest.raises(SystemExit, match="KEY=VALUE"):
+            cli._parse_options(bad)
