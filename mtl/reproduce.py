@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +78,19 @@ def update_readme_tables(notebooks: list[str], readme: Path = ROOT / "README.md"
     return True
 
 
+def store_executed_notebook(executed: Path, target: Path) -> None:
+    """Copy a papermill-executed notebook over ``target``, without papermill's injected-parameters cell.
+
+    The injected cell would pin the run's parameters (``QUICK = False``) into the committed notebook,
+    so the test command (``MTL_QUICK=1``, no injection) would run it in full mode.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    atomic_write_bytes(target, nbformat.writes(nb).encode())
+
+
 def reproduce(*, quick: bool = False, train: bool = False, device: str = "auto", seed: int = 0,
               only: list[str] | None = None, out: str | Path | None = None,
               update_notebooks: bool = False, log=print) -> dict:
@@ -134,7 +146,7 @@ def reproduce(*, quick: bool = False, train: bool = False, device: str = "auto",
             log("README.md results tables regenerated from results/*.json")
         if update_notebooks:
             for e in report["notebooks"]:
-                shutil.copyfile(run_dir / f"{e['notebook']}.ipynb", NOTEBOOK_DIR / f"{e['notebook']}.ipynb")
+                store_executed_notebook(run_dir / f"{e['notebook']}.ipynb", NOTEBOOK_DIR / f"{e['notebook']}.ipynb")
             log("notebooks/ refreshed with the executed copies (outputs of this full run)")
     elif update_notebooks:
         log("notebooks/ NOT refreshed: only a successful full run may replace the committed outputs")

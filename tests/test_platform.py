@@ -223,3 +223,18 @@ def test_benchmark_tracker_options_parse_literals_and_reject_bad_pairs():
     for bad in (["novalue"], ["9bad=1"]):
         with pytest.raises(SystemExit, match="KEY=VALUE"):
             cli._parse_options(bad)
+
+
+def test_stored_notebook_drops_papermill_injected_parameters(tmp_path):
+    """A committed notebook must keep its default parameters, or the test command would run it in full mode."""
+    from mtl.reproduce import store_executed_notebook
+
+    params = nbformat.v4.new_code_cell("QUICK = None")
+    params.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell("# Parameters\nQUICK = False")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[params, injected, nbformat.v4.new_code_cell("x = 1")]),
+                   tmp_path / "run.ipynb")
+    store_executed_notebook(tmp_path / "run.ipynb", tmp_path / "kept.ipynb")
+    kept = nbformat.read(tmp_path / "kept.ipynb", as_version=4)
+    assert [c.source for c in kept.cells] == ["QUICK = None", "x = 1"]
