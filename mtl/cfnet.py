@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -37,8 +36,8 @@ from mtl.cf import gaussian_label, solve_cf
 from mtl.eval import register_tracker
 from mtl.heads import xcorr_grouped
 from mtl.ops import box_to_center, context_size, cosine_window, crop_and_resize
-from mtl.siamfc import (AugmentedPairs, FreshPairsPerEpoch, SiamFCConfig, SiamFCLoss, SiamFCPairTransform,
-                        SiamFCTracker, quick_config)
+from mtl.siamfc import (SiamFCConfig, SiamFCLoss, SiamFCPairTransform, SiamFCTracker, pair_loaders,
+                        quick_config, sgd_with_exponential_decay)
 from mtl.tracker import as_rgb_array
 
 
@@ -186,11 +185,7 @@ def train_cfnet(config: CFNetConfig | None = None, siamfc_config: SiamFCConfig |
     quick mode uses the quick SiamFC). ``meta`` as :func:`mtl.siamfc.train_siamfc` (``history``,
     ``train_seconds``, ``loaded``, ``checkpoint``) plus ``lam`` / ``scale`` / ``bias`` after training.
     """
-    from torch.utils.data import DataLoader
-
     from mtl.cache import load_or_train
-    from mtl.data import load_dataset
-    from mtl.samplers import PairSampler
     from mtl.siamfc import train_siamfc
     from mtl.train import fit
     from mtl.utils import seed_everything
@@ -209,21 +204,13 @@ def train_cfnet(config: CFNetConfig | None = None, siamfc_config: SiamFCConfig |
         model.backbone.load_state_dict(siamfc.backbone.state_dict())
         seed_everything(cfg.seed)
         model.to(device)
-        train_seqs = load_dataset(scfg.train_spec, quick=quick, seed=scfg.seed)
-        val_seqs = load_dataset(scfg.val_spec, quick=quick, seed=scfg.seed)
-        n_train = cfg.epochs * cfg.pairs_per_epoch
         # seed offset 7: other pairs than SiamFC saw in its own training
-        train_pairs = AugmentedPairs(PairSampler(train_seqs, n_train, max_gap=scfg.max_gap, seed=cfg.seed + 7),
-                                     CFNetPairTransform(scfg, augment=True), cfg.seed + 7)
-        val_pairs = AugmentedPairs(PairSampler(val_seqs, cfg.val_pairs, max_gap=scfg.max_gap, seed=cfg.seed + 1),
-                                   CFNetPairTransform(scfg, augment=False), cfg.seed + 1)
-        train_loader = DataLoader(train_pairs, sampler=FreshPairsPerEpoch(cfg.pairs_per_epoch, cfg.epochs),
-                                  batch_size=cfg.batch_size)
-        val_loader = DataLoader(val_pairs, shuffle=False, batch_size=cfg.batch_size)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_initial, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-        gamma = (cfg.lr_final / cfg.lr_initial) ** (1.0 / max(cfg.epochs, 1))
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        train_loader, val_loader = pair_loaders(
+            scfg, CFNetPairTransform, quick=quick, epochs=cfg.epochs, pairs_per_epoch=cfg.pairs_per_epoch,
+            val_pairs=cfg.val_pairs, batch_size=cfg.batch_size, train_seed=cfg.seed + 7, val_seed=cfg.seed + 1)
+        optimizer, scheduler = sgd_with_exponential_decay(model, lr_initial=cfg.lr_initial, lr_final=cfg.lr_final,
+                                                          epochs=cfg.epochs, momentum=cfg.momentum,
+                                                          weight_decay=cfg.weight_decay)
         # the loss of the untrained head, for the notebook's curve (epoch 0)
         from mtl.train import evaluate_loss
 

@@ -262,6 +262,39 @@ class FreshPairsPerEpoch(torch.utils.data.Sampler):
         return iter(range(start, start + self.per_epoch))
 
 
+def pair_loaders(geometry: SiamFCConfig, transform_cls, *, quick: bool, epochs: int, pairs_per_epoch: int,
+                 val_pairs: int, batch_size: int, train_seed: int, val_seed: int, num_workers: int = 0):
+    """Training and validation loaders of augmented pairs, shared by SiamFC and the trackers built on it.
+
+    ``geometry`` gives the splits (``train_spec``/``val_spec``, ``data_seed``), ``max_gap`` and the crop
+    geometry for ``transform_cls(geometry, augment=...)``; every epoch draws ``pairs_per_epoch`` new
+    training pairs; validation pairs are not augmented, so each epoch's validation loss is comparable.
+    Returns ``(train_loader, val_loader)`` yielding the transform's batches.
+    """
+    from torch.utils.data import DataLoader
+
+    from mtl.data import load_dataset
+    from mtl.samplers import PairSampler
+
+    train_seqs = load_dataset(geometry.train_spec, quick=quick, seed=geometry.data_seed)
+    val_seqs = load_dataset(geometry.val_spec, quick=quick, seed=geometry.data_seed)
+    train = AugmentedPairs(PairSampler(train_seqs, epochs * pairs_per_epoch, max_gap=geometry.max_gap, seed=train_seed),
+                           transform_cls(geometry, augment=True), train_seed)
+    val = AugmentedPairs(PairSampler(val_seqs, val_pairs, max_gap=geometry.max_gap, seed=val_seed),
+                         transform_cls(geometry, augment=False), val_seed)
+    loader_kw = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
+    return (DataLoader(train, sampler=FreshPairsPerEpoch(pairs_per_epoch, epochs), **loader_kw),
+            DataLoader(val, shuffle=False, **loader_kw))
+
+
+def sgd_with_exponential_decay(model: nn.Module, *, lr_initial: float, lr_final: float, epochs: int,
+                               momentum: float, weight_decay: float):
+    """SiamFC's optimiser: SGD whose learning rate decays ``lr_initial -> lr_final`` over ``epochs`` (stepped per epoch)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr_initial, momentum=momentum, weight_decay=weight_decay)
+    gamma = (lr_final / lr_initial) ** (1.0 / max(epochs, 1))
+    return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+
+
 def train_siamfc(config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu", retrain: bool = False,
                  progress: bool = True, directory: str | Path | None = None) -> tuple[SiamFCNet, dict]:
     """Load the SiamFC checkpoint for ``config`` or train it; return ``(net in eval mode on device, meta)``.
@@ -271,11 +304,7 @@ def train_siamfc(config: SiamFCConfig | None = None, *, quick: bool = False, dev
     ``meta`` holds ``history`` (see :func:`mtl.train.fit`), ``train_seconds``, ``config``
     (the training fields), ``loaded`` and ``checkpoint``.
     """
-    from torch.utils.data import DataLoader
-
     from mtl.cache import load_or_train
-    from mtl.data import load_dataset
-    from mtl.samplers import PairSampler
     from mtl.train import fit
     from mtl.utils import seed_everything
 
@@ -289,21 +318,13 @@ def train_siamfc(config: SiamFCConfig | None = None, *, quick: bool = False, dev
     def train_fn(model: nn.Module) -> dict:
         seed_everything(cfg.seed)
         model.to(device)
-        train_seqs = load_dataset(cfg.train_spec, quick=quick, seed=cfg.data_seed)
-        val_seqs = load_dataset(cfg.val_spec, quick=quick, seed=cfg.data_seed)
-        train_pairs = AugmentedPairs(PairSampler(train_seqs, cfg.epochs * cfg.pairs_per_epoch, max_gap=cfg.max_gap,
-                                                 seed=cfg.seed), SiamFCPairTransform(cfg, augment=True), cfg.seed)
-        # validation pairs without augmentation: a fixed, comparable measurement every epoch
-        val_pairs = AugmentedPairs(PairSampler(val_seqs, cfg.val_pairs, max_gap=cfg.max_gap, seed=cfg.seed + 1),
-                                   SiamFCPairTransform(cfg, augment=False), cfg.seed + 1)
-        loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                         persistent_workers=cfg.num_workers > 0)
-        train_loader = DataLoader(train_pairs, sampler=FreshPairsPerEpoch(cfg.pairs_per_epoch, cfg.epochs), **loader_kw)
-        val_loader = DataLoader(val_pairs, shuffle=False, **loader_kw)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr_initial, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-        gamma = (cfg.lr_final / cfg.lr_initial) ** (1.0 / max(cfg.epochs, 1))
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        train_loader, val_loader = pair_loaders(
+            cfg, SiamFCPairTransform, quick=quick, epochs=cfg.epochs, pairs_per_epoch=cfg.pairs_per_epoch,
+            val_pairs=cfg.val_pairs, batch_size=cfg.batch_size, train_seed=cfg.seed, val_seed=cfg.seed + 1,
+            num_workers=cfg.num_workers)
+        optimizer, scheduler = sgd_with_exponential_decay(model, lr_initial=cfg.lr_initial, lr_final=cfg.lr_final,
+                                                          epochs=cfg.epochs, momentum=cfg.momentum,
+                                                          weight_decay=cfg.weight_decay)
         start = time.perf_counter()
         history = fit(model, SiamFCLoss(cfg), train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer,
                       scheduler=scheduler, device=device, desc="SiamFC", progress=progress)
