@@ -68,7 +68,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--tracker", required=True, help="registered tracker name")
-    p.add_argument("--dataset", required=True, help="synth:test, otb:PATH, got10k:PATH or lasot:PATH")
+    p.add_argument("--dataset", required=True, help="synth:test, synth:test:long_occlusion (a stress set), otb:PATH, got10k:PATH or lasot:PATH")
     p.add_argument("--protocol", choices=["ope", "reset"], default="ope",
                    help="ope: one-pass evaluation; reset: VOT-style re-initialisation after failures")
     p.add_argument("--out", required=True, help="results root folder")
@@ -157,13 +157,17 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.add_argument("--num-sequences", type=int, default=None, help="only the first N sequences")
     p.add_argument("--png", action="store_true", help="lossless PNG frames instead of JPEG (quality 95)")
+    p.add_argument("--scenario", default=None,
+                   help="write the split's stress set instead: long_occlusion or distractors (mtl.synth.SCENARIOS)")
 
     def run(args: argparse.Namespace) -> int:
         from mtl.data import generate
 
         out = generate(args.split, args.out, format=args.format, quick=args.quick, seed=args.seed,
-                       num_sequences=args.num_sequences, image_ext=".png" if args.png else ".jpg")
-        print(f"wrote the {args.split} split ({args.format} layout) to {out}")
+                       num_sequences=args.num_sequences, image_ext=".png" if args.png else ".jpg",
+                       scenario=args.scenario)
+        what = f"{args.split} split" + (f", {args.scenario} stress set" if args.scenario else "")
+        print(f"wrote the {what} ({args.format} layout) to {out}")
         return 0
 
     p.set_defaults(func=run)

@@ -3,8 +3,8 @@
 A :class:`Sequence` is a name, ground-truth boxes ``(N, 4)`` as ``x, y, w, h`` in 0-based pixels,
 OTB attribute tags, per-frame visibility, and frames that load (or render) only when asked for.
 
-``load_dataset(spec)`` takes ``"synth:train|val|test"``, ``"otb:PATH"``, ``"got10k:PATH"`` or
-``"lasot:PATH"``. ``write_split(sequences, out, format)`` writes sequences to disk in the OTB or
+``load_dataset(spec)`` takes ``"synth:train|val|test"`` (``"synth:test:long_occlusion"``: a stress
+set), ``"otb:PATH"``, ``"got10k:PATH"`` or ``"lasot:PATH"``. ``write_split(sequences, out, format)`` writes sequences to disk in the OTB or
 GOT-10k layout, and the loaders read them back with identical boxes.
 
 Box convention: pixel ``i`` covers ``[i, i+1)``; a box ``x, y, w, h`` covers columns
@@ -315,14 +315,17 @@ def load_lasot(root: str | os.PathLike) -> list[Sequence]:
 def load_dataset(spec: str, quick: bool = False, seed: int = 0) -> list[Sequence]:
     """Sequences named by ``spec``: ``synth:train|val|test``, ``otb:PATH``, ``got10k:PATH``, ``lasot:PATH``.
 
-    ``quick`` (synthetic only) gives the short quick-mode split; ``seed`` picks the synthetic draw.
+    ``synth:<split>:<scenario>`` is a stress set of that split (``mtl.synth.SCENARIOS``, e.g.
+    ``synth:test:long_occlusion``). ``quick`` (synthetic only) gives the short quick-mode split;
+    ``seed`` picks the synthetic draw.
     """
     kind, sep, arg = spec.partition(":")
     if not sep or not arg:
         raise ValueError(f"dataset spec must look like 'synth:test' or 'otb:PATH', got {spec!r}")
     if kind == "synth":
         from mtl.synth import make_split
-        return make_split(arg, quick=quick, seed=seed)
+        split, _, scenario = arg.partition(":")
+        return make_split(split, quick=quick, seed=seed, scenario=scenario or None)
     loaders = {"otb": load_otb, "got10k": load_got10k, "lasot": load_lasot}
     if kind not in loaders:
         raise ValueError(f"unknown dataset kind {kind!r} in {spec!r}; expected synth, otb, got10k or lasot")
@@ -383,8 +386,8 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
 
 
 def generate(split: str, out_dir: str | os.PathLike, format: str = "otb", quick: bool = False, seed: int = 0,
-             num_sequences: int | None = None, image_ext: str = ".jpg") -> Path:
-    """Generate the synthetic ``split`` and write it to ``out_dir`` (what ``mtl generate`` runs)."""
+             num_sequences: int | None = None, image_ext: str = ".jpg", scenario: str | None = None) -> Path:
+    """Generate the synthetic ``split`` (or its stress set ``scenario``) and write it to ``out_dir`` (``mtl generate``)."""
     from mtl.synth import make_split
-    return write_split(make_split(split, quick=quick, seed=seed, num_sequences=num_sequences), out_dir,
-                       format=format, image_ext=image_ext, progress=True)
+    return write_split(make_split(split, quick=quick, seed=seed, num_sequences=num_sequences, scenario=scenario),
+                       out_dir, format=format, image_ext=image_ext, progress=True)

@@ -320,6 +320,28 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     return runs
 
 
+def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
+    """One-pass evaluation of several trackers, interleaved sequence by sequence, in this process.
+
+    ``trackers``: ``{name: tracker}``. For each sequence every tracker runs once before the next
+    sequence starts, so a change in machine load affects all trackers alike and their speed *ratios*
+    are measured under the same conditions (frames are rendered inside each run, but only the
+    trackers' ``init``/``update`` calls are timed, see :func:`mtl.eval.track_sequence`).
+    Returns ``{name: {seq_name: run}}`` as :func:`mtl.eval.run_ope`, ready for :func:`mtl.eval.summarize`.
+    """
+    sequences = list(sequences)
+    runs = {name: {} for name in trackers}
+    iterator = sequences
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(sequences, desc=f"{len(trackers)} trackers side by side")
+    for seq in iterator:
+        for name, tracker in trackers.items():
+            runs[name].update(run_ope(tracker, [seq], progress=False, tracker_name=name))
+    return runs
+
+
 def seed_run_name(tracker_name: str, seed: int) -> str:
     """Folder name of one seed of a stochastic tracker: ``<tracker>-seed<k>``."""
     return f"{tracker_name}-seed{seed}"
@@ -459,7 +481,7 @@ def run_supervised(tracker, sequences, skip: int = 5, burnin: int = 10, seed: in
 # Reports
 # ---------------------------------------------------------------------------------------------
 
-SCALAR_KEYS = ("auc", "precision", "norm_precision", "success_rate", "ao", "sr50", "sr75", "fps")
+SCALAR_KEYS = ("auc", "precision", "norm_precision", "success_rate", "ao", "sr50", "sr75", "fps", "throughput_fps")
 
 
 def _image_size(seq) -> tuple[int, int]:
@@ -474,7 +496,8 @@ def summarize(runs: dict, sequences) -> dict:
     """Metrics of one tracker's runs ``{seq_name: {"boxes": (N, 4), "times": (N,)}}`` on ``sequences``.
 
     OTB part (``auc``, ``precision``, ``norm_precision``, ``success_rate``, the curves, ``fps``): per
-    sequence, then averaged over sequences. GOT-10k part (``ao``, ``sr50``, ``sr75``): frame-weighted
+    sequence, then averaged over sequences. ``throughput_fps``: all frames over all time
+    (:func:`mtl.metrics.throughput_fps`), the speed to compare trackers whose cost is uneven over frames. GOT-10k part (``ao``, ``sr50``, ``sr75``): frame-weighted
     over all sequences, frame 0 and invisible frames excluded, boxes clipped to the image.
     ``per_attribute``: ``{attr: {"auc", "n_seqs"}}`` (mean success curve of the sequences with the
     attribute, as OTB's attribute plots). Returns a dict of Python floats / lists.
@@ -513,6 +536,7 @@ def summarize(runs: dict, sequences) -> dict:
         "norm_precision": float(nprec_curve[metrics.NORM_PRECISION_INDEX]),
         "success_rate": float(succ_curve[len(metrics.IOU_THRESHOLDS) // 2]),
         "ao": ao, "sr50": sr[0.5], "sr75": sr[0.75], "fps": metrics.otb_fps(speeds),
+        "throughput_fps": metrics.throughput_fps([runs[s.name].get("times", []) for s in sequences]),
         "n_seqs": len(sequences), "n_frames": int(sum(len(s) for s in sequences)),
         "failed_frames": int(sum(v["failed_frames"] for v in per_seq.values())),
         "success_curve": succ_curve.tolist(), "precision_curve": prec_curve.tolist(),

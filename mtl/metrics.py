@@ -223,3 +223,16 @@ def pooled_fps(times_per_sequence) -> float:
     """GOT-10k / VOT overall speed: ``mean(1 / t)`` over the positive frame times of all sequences; -1 if none."""
     parts = [np.asarray(t, dtype=np.float64).reshape(-1) for t in times_per_sequence]
     return sequence_fps(np.concatenate(parts)) if parts else -1.0
+
+
+def throughput_fps(times_per_sequence) -> float:
+    """Frames per second of wall time: the number of timed frames over their total time; -1 if none.
+
+    ``times_per_sequence``: iterable of ``(N_i,)`` frame times in seconds (positive, finite ones count).
+    Unlike the OTB/GOT-10k ``mean(1 / t)``, this charges a tracker for work it does on few frames
+    (an updater that optimizes for 1 s every 10 frames is 10x slower here, barely slower there).
+    """
+    parts = [np.asarray(t, dtype=np.float64).reshape(-1) for t in times_per_sequence]
+    t = np.concatenate(parts) if parts else np.zeros(0)
+    t = t[np.isfinite(t) & (t > 0)]
+    return float(t.size / t.sum()) if t.size else -1.0

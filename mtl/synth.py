@@ -62,6 +62,24 @@ EFFECT_PROBS = {
 }
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 
+#: Stress scenarios: the same generator with one effect forced on and made harder, drawn from the
+#: split's own source images but with their own random stream, so the default splits are untouched.
+#: ``force``: effects switched on in every sequence (the others keep their probabilities);
+#: ``occlusion_frames``: (min, max) length of an occlusion event; ``occlusion_ramp``: frames the occluder
+#: takes to slide on and off (None: a quarter of the event each way, so it covers fully for the middle half);
+#: ``full_occlusion``: probability an occluder hides the whole target; ``occluders``: (min, max) count;
+#: ``distractors``: (min, max) count; ``distractor_kinds``: kinds to draw from; ``orbit``: (near, spread)
+#: of the distractor's distance from the target centre, in target sizes.
+SCENARIOS = {
+    "long_occlusion": {"force": {"occlusion": True}, "occlusion_frames": (70, 120), "occlusion_ramp": 10,
+                       "full_occlusion": 1.0, "occluders": (1, 2)},
+    "distractors": {"force": {"distractors": True}, "distractors": (2, 4), "distractor_kinds": ("sibling",),
+                    "orbit": (0.15, 1.2)},
+}
+_SCENARIO_CODE = {"long_occlusion": 1, "distractors": 2}
+_DEFAULT_SCENARIO = {"occlusion_frames": (18, 50), "occlusion_ramp": None, "full_occlusion": 0.6, "occluders": (1, 3),
+                     "distractors": (1, 4), "distractor_kinds": None, "orbit": (0.35, 2.2)}
+
 
 # ----------------------------------------------------------------------------------------- sources
 
@@ -216,9 +234,10 @@ class SynthSequence(Sequence):
     target mask each frame), so building a 2000-sequence training split costs only the parameter draws.
     """
 
-    def __init__(self, split: str, index: int, seed: int, num_frames: int):
-        self.name = f"synth-{split}-{index:04d}"
-        self.split, self.index, self.seed = split, index, seed
+    def __init__(self, split: str, index: int, seed: int, num_frames: int, scenario: str | None = None):
+        _check_scenario(scenario)
+        self.name = f"synth-{split}-{index:04d}" if scenario is None else f"synth-{split}-{scenario}-{index:04d}"
+        self.split, self.index, self.seed, self.scenario = split, index, seed, scenario
         self._num_frames = num_frames
         self.frame_loader = self._render
         self.meta = {}
@@ -256,7 +275,7 @@ class SynthSequence(Sequence):
 
     # --- rendering -----------------------------------------------------------------------------
     def _assets(self) -> dict:
-        key = (self.split, self.index, self.seed, self._num_frames)
+        key = (self.split, self.scenario, self.index, self.seed, self._num_frames)
         assets = _ASSET_CACHE.get(key)
         if assets is None:
             assets = _build_assets(self)
@@ -400,8 +419,16 @@ def _blur_kernel(length: int, angle_deg: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ parameter drawing
 
+def _check_scenario(scenario: str | None) -> None:
+    if scenario is not None and scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; expected None or one of {sorted(SCENARIOS)}")
+
+
 def _sequence_rng(seq: SynthSequence, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seq.seed, _SPLIT_CODE[seq.split], seq.index, stream]))
+    entropy = [seq.seed, _SPLIT_CODE[seq.split], seq.index, stream]
+    if seq.scenario is not None:
+        entropy.append(100 + _SCENARIO_CODE[seq.scenario])
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 def _draw_parameters(seq: SynthSequence) -> None:
@@ -409,6 +436,9 @@ def _draw_parameters(seq: SynthSequence) -> None:
     rng = _sequence_rng(seq, 0)
     n = seq._num_frames
     fx = {k: bool(rng.random() < p) for k, p in EFFECT_PROBS.items()}
+    # a scenario changes values, never the order or number of draws, so each stays one coherent draw
+    sc = {**_DEFAULT_SCENARIO, **SCENARIOS.get(seq.scenario, {})}
+    fx.update(sc.get("force", {}))
     pool = source_ids(seq.split)
     photos = [s for s in pool if s.startswith("skimage:")]
     faces = [s for s in pool if s.startswith("lfw:")]
@@ -517,10 +547,12 @@ def _draw_parameters(seq: SynthSequence) -> None:
 
     # --- distractors: copies of the target with changed colour, or its future look, orbiting it
     distractors = []
-    for k in range(int(rng.integers(1, 4)) if fx["distractors"] else 0):
+    for k in range(int(rng.integers(*sc["distractors"])) if fx["distractors"] else 0):
         kind = str(rng.choice(["recolour", "future", "sibling"] if fx["appearance"] else ["recolour", "sibling"]))
+        if sc["distractor_kinds"] is not None:
+            kind = sc["distractor_kinds"][k % len(sc["distractor_kinds"])]
         factor = rng.uniform(0.8, 1.2)
-        orbit = (0.35 + 2.2 * np.abs(_smooth_path(rng, n, 1.5))) * size
+        orbit = (sc["orbit"][0] + sc["orbit"][1] * np.abs(_smooth_path(rng, n, 1.5))) * size
         phase = rng.uniform(0, 2 * np.pi) + rng.uniform(-3, 3) * np.arange(n) / n * 2 * np.pi
         distractors.append({
             "kind": kind, "hue": float(rng.uniform(20, 50) * np.sign(rng.uniform(-1, 1))),
@@ -530,11 +562,12 @@ def _draw_parameters(seq: SynthSequence) -> None:
 
     # --- occluders: textured rectangles that slide onto the target, stay several frames, slide off
     occluders = []
-    for k in range(int(rng.integers(1, 3)) if fx["occlusion"] else 0):
-        dur = int(rng.integers(18, 50))
+    for k in range(int(rng.integers(*sc["occluders"])) if fx["occlusion"] else 0):
+        dur = int(rng.integers(*sc["occlusion_frames"]))
         a = int(rng.integers(1, max(n - dur, 2)))
-        win = _window(n, a, a + dur // 4, a + 3 * dur // 4, a + dur)
-        full = rng.random() < 0.6
+        on, off = (dur // 4, 3 * dur // 4) if sc["occlusion_ramp"] is None else (sc["occlusion_ramp"], dur - sc["occlusion_ramp"])
+        win = _window(n, a, a + on, a + off, a + dur)
+        full = rng.random() < sc["full_occlusion"]
         mid = min(a + dur // 2, n - 1)
         ext = 2 * radius[a:a + dur].max()
         tile_w = int(np.ceil(ext * rng.uniform(1.1, 1.4))) if full else int(ext * rng.uniform(0.5, 0.8))
@@ -553,7 +586,7 @@ def _draw_parameters(seq: SynthSequence) -> None:
     seq.tracks = tr
     seq.events = {"distractors": distractors, "occluders": occluders}
     seq.meta = {
-        "generator": "mtl.synth", "split": seq.split, "index": seq.index, "seed": seq.seed,
+        "generator": "mtl.synth", "split": seq.split, "index": seq.index, "seed": seq.seed, "scenario": seq.scenario,
         "effects": fx, "base_size": base, "aspect": aspect0,
         "background_source": bg_source, "texture_sources": [tex_a_source, tex_b_source],
         "occluder_sources": [o["source"] for o in occluders],
@@ -650,14 +683,18 @@ def _annotate(seq: SynthSequence) -> dict:
 
 # ------------------------------------------------------------------------------------------ splits
 
-def make_split(split: str, quick: bool = False, seed: int = 0, num_sequences: int | None = None) -> list[Sequence]:
+def make_split(split: str, quick: bool = False, seed: int = 0, num_sequences: int | None = None,
+               scenario: str | None = None) -> list[Sequence]:
     """The synthetic ``split`` ("train", "val" or "test"): a list of lazily rendered sequences.
 
     Full mode: train 2000 sequences of 60-200 frames, val 30 and test 120 of 100-300 frames;
     quick mode: 40 / 6 / 10 sequences of 40-60 frames. ``num_sequences`` overrides the count (the
     first k sequences are the same whatever k). Deterministic from ``seed``; frames are 240x320 RGB.
+    ``scenario``: a stress set from :data:`SCENARIOS` (e.g. ``"long_occlusion"``), same sizes and source
+    images as ``split``, sequences named ``synth-<split>-<scenario>-<k>``; None: the split itself.
     """
     _check_split(split)
+    _check_scenario(scenario)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     count, lo, hi = SPLIT_SIZES[(split, bool(quick))]
@@ -668,5 +705,5 @@ def make_split(split: str, quick: bool = False, seed: int = 0, num_sequences: in
     out = []
     for i in range(count):
         length_rng = np.random.default_rng([seed, _SPLIT_CODE[split], i, 99, int(quick)])
-        out.append(SynthSequence(split, i, int(seed), int(length_rng.integers(lo, hi + 1))))
+        out.append(SynthSequence(split, i, int(seed), int(length_rng.integers(lo, hi + 1)), scenario=scenario))
     return out

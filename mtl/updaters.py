@@ -430,32 +430,3 @@ def iterations_to_converge(loss_fn, template: torch.Tensor, lrs, *, f_min: float
         rows.append({"lr": float(lr), "iterations": iterations, "diverged": diverged,
                      "final_gap": gap, "one_step_gap": one_step if not (diverged and k == 1) else math.inf})
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Side-by-side runs: speed ratios measured in one run
-# ---------------------------------------------------------------------------------------------
-
-
-def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
-    """One-pass evaluation of several trackers, interleaved sequence by sequence, in this process.
-
-    ``trackers``: ``{name: tracker}``. For each sequence every tracker runs once before the next
-    sequence starts, so a change in machine load affects all trackers alike and their speed *ratios*
-    are measured under the same conditions (frames are rendered inside each run, but only the
-    trackers' ``init``/``update`` calls are timed, see :func:`mtl.eval.track_sequence`).
-    Returns ``{name: {seq_name: run}}`` as :func:`mtl.eval.run_ope`, ready for :func:`mtl.eval.summarize`.
-    """
-    from mtl.eval import run_ope
-
-    sequences = list(sequences)
-    runs = {name: {} for name in trackers}
-    iterator = sequences
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(sequences, desc=f"{len(trackers)} trackers side by side")
-    for seq in iterator:
-        for name, tracker in trackers.items():
-            runs[name].update(run_ope(tracker, [seq], progress=False, tracker_name=name))
-    return runs

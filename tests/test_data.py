@@ -55,6 +55,17 @@ def test_generated_split_round_trips_through_otb_and_got10k(tmp_path):
     assert (tmp_path / "got10k" / "list.txt").read_text().split() == [s.name for s in originals]
 
 
+def test_generate_writes_a_stress_set(tmp_path):
+    assert cli_main(["generate", "--split", "val", "--quick", "--num-sequences", "1", "--scenario", "long_occlusion",
+                     "--png", "--out", str(tmp_path)]) == 0
+    (loaded,) = load_dataset(f"otb:{tmp_path}")
+    (original,) = load_dataset("synth:val:long_occlusion", quick=True)[:1]
+    assert loaded.name == original.name == "synth-val-long_occlusion-0000"
+    assert np.array_equal(loaded.boxes, original.boxes) and np.array_equal(loaded.visible, original.visible)
+    with pytest.raises(ValueError, match="unknown scenario"):
+        cli_main(["generate", "--split", "val", "--scenario", "fog", "--out", str(tmp_path / "x")])
+
+
 def test_png_and_non_integer_boxes_round_trip_exactly(tmp_path):
     frames = [np.random.default_rng(k).integers(0, 256, (12, 16, 3), dtype=np.uint8) for k in range(2)]
     boxes = np.array([[0.1, 1 / 3, 5.25, 4.0], [2.0, 3.0, 1e-3, 7.123456789012345]])

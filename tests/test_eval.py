@@ -247,3 +247,26 @@ def test_cli_otb_folder_end_to_end(tmp_path, capsys):
     assert main(["evaluate", "--results", str(out), "--dataset", f"otb:{root}"]) == 0
     text = capsys.readouterr().out
     assert "opencv_mil" in text and "static" in text
+
+
+def test_run_side_by_side_interleaves_and_matches_run_ope(seqs):
+    calls = []
+
+    class Logged(Oracle):
+        def __init__(self, label):
+            self.label = label
+
+        def init(self, image, box):
+            calls.append((self.label, "init"))
+            super().init(image, box)
+
+    runs = ev.run_side_by_side({"x": Logged("x"), "y": Logged("y")}, seqs, progress=False)
+    assert calls == [("x", "init"), ("y", "init")] * len(seqs)  # every tracker on a sequence before the next
+    alone = ev.run_ope(Oracle(), seqs, progress=False)
+    for name in ("x", "y"):
+        assert sorted(runs[name]) == ["a", "b"]
+        for s in ("a", "b"):
+            np.testing.assert_array_equal(runs[name][s]["boxes"], alone[s]["boxes"])
+    summary = ev.summarize(runs["x"], seqs)
+    times = np.concatenate([runs["x"][s]["times"] for s in ("a", "b")])
+    assert summary["throughput_fps"] == pytest.approx(times.size / times.sum())

@@ -91,6 +91,17 @@ def test_speed_conventions():
     assert metrics.otb_fps([10.0, -1.0, 20.0]) == 15.0
     assert metrics.pooled_fps([[0.1], [0.5, 0.5]]) == pytest.approx((10 + 2 + 2) / 3)
     assert metrics.sequence_fps([0.0]) == -1.0
+    # 3 frames in 1.1 s; mean(1/t) would say (10 + 2 + 2) / 3 = 4.67 fps
+    assert metrics.throughput_fps([[0.1], [0.5, 0.5, np.nan, 0.0]]) == pytest.approx(3 / 1.1)
+    assert metrics.throughput_fps([]) == -1.0
+
+
+def test_throughput_charges_sporadic_work_but_mean_inverse_time_does_not():
+    # 10 ms per frame, plus 1 s of optimization on every 10th frame: 10 frames take 1.1 s
+    times = np.full(100, 0.01)
+    times[::10] += 1.0
+    assert metrics.throughput_fps([times]) == pytest.approx(100 / 11.0)
+    assert metrics.sequence_fps(times) > 0.9 * metrics.sequence_fps(np.full(100, 0.01))
 
 
 def test_bad_shapes_raise():

@@ -118,3 +118,25 @@ def test_make_split_rejects_bad_arguments():
         load_dataset("synth")
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("vot:/x")
+    with pytest.raises(ValueError, match="scenario"):
+        load_dataset("synth:test:foggy")
+
+
+def test_stress_scenarios_force_their_effect_and_leave_the_split_alone():
+    plain = synth.make_split("val", num_sequences=8)
+    occ = load_dataset("synth:val:long_occlusion")[:8]
+    dis = synth.make_split("val", num_sequences=8, scenario="distractors")
+    assert occ[0].name == "synth-val-long_occlusion-0000" and occ[0].meta["scenario"] == "long_occlusion"
+    for p, o, d in zip(plain, occ, dis):
+        assert len(p) == len(o) == len(d)  # same lengths, a fresh draw of everything else
+        assert not np.array_equal(p.tracks["cx"], o.tracks["cx"])
+        assert o.sources <= set(synth.source_ids("val"))
+        # every occluder hides the whole target for at least the middle half of 60+ frames (or to the end)
+        assert "OCC" in o.attributes and all(e["full"] for e in o.events["occluders"])
+        assert (~o.visible).sum() >= min(25, len(o) // 4)
+        assert len(d.events["distractors"]) >= 2 and set(d.meta["distractor_kinds"]) == {"sibling"}
+    # building a scenario does not disturb the plain split (separate random streams, separate asset cache keys)
+    synth._ASSET_CACHE.clear()
+    again = synth.make_split("val", num_sequences=8)
+    for p, a in zip(plain, again):
+        assert np.array_equal(p.boxes, a.boxes) and p.frame(5).tobytes() == a.frame(5).tobytes()
