@@ -4,8 +4,9 @@ A :class:`Sequence` is a name, ground-truth boxes ``(N, 4)`` as ``x, y, w, h`` i
 OTB attribute tags, per-frame visibility, and frames that load (or render) only when asked for.
 
 ``load_dataset(spec)`` takes ``"synth:train|val|test"`` (``"synth:test:long_occlusion"``: a stress
-set), ``"otb:PATH"``, ``"got10k:PATH"`` or ``"lasot:PATH"``. ``write_split(sequences, out, format)`` writes sequences to disk in the OTB or
-GOT-10k layout, and the loaders read them back with identical boxes.
+set), ``"otb:PATH"``, ``"got10k:PATH"`` or ``"lasot:PATH"``. ``write_split(sequences, out, format)``
+writes sequences to disk in the OTB or GOT-10k layout, and the loaders read them back with identical
+boxes.
 
 Box convention: pixel ``i`` covers ``[i, i+1)``; a box ``x, y, w, h`` covers columns
 ``x .. x+w-1``. Files written here hold exactly these numbers (no +1 shift), and files read are

@@ -497,8 +497,8 @@ def summarize(runs: dict, sequences) -> dict:
 
     OTB part (``auc``, ``precision``, ``norm_precision``, ``success_rate``, the curves, ``fps``): per
     sequence, then averaged over sequences. ``throughput_fps``: all frames over all time
-    (:func:`mtl.metrics.throughput_fps`), the speed to compare trackers whose cost is uneven over frames. GOT-10k part (``ao``, ``sr50``, ``sr75``): frame-weighted
-    over all sequences, frame 0 and invisible frames excluded, boxes clipped to the image.
+    (:func:`mtl.metrics.throughput_fps`), the speed to compare trackers whose cost is uneven over
+    frames. GOT-10k part (``ao``, ``sr50``, ``sr75``): frame-weighted over all sequences, frame 0 and invisible frames excluded, boxes clipped to the image.
     ``per_attribute``: ``{attr: {"auc", "n_seqs"}}`` (mean success curve of the sequences with the
     attribute, as OTB's attribute plots). Returns a dict of Python floats / lists.
     """

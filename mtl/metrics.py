@@ -207,8 +207,7 @@ def ao_sr(ious, thresholds=(0.5, 0.75)) -> tuple[float, dict]:
 
 def sequence_fps(times) -> float:
     """One sequence's speed as OTB reports it: ``mean(1 / t)`` over positive, finite frame times ``(N,)``; -1 if none."""
-    t = np.asarray(times, dtype=np.float64).reshape(-1)
-    t = t[np.isfinite(t) & (t > 0)]
+    t = _timed(times)
     return float(np.mean(1.0 / t)) if t.size else -1.0
 
 
@@ -221,8 +220,7 @@ def otb_fps(per_sequence_fps) -> float:
 
 def pooled_fps(times_per_sequence) -> float:
     """GOT-10k / VOT overall speed: ``mean(1 / t)`` over the positive frame times of all sequences; -1 if none."""
-    parts = [np.asarray(t, dtype=np.float64).reshape(-1) for t in times_per_sequence]
-    return sequence_fps(np.concatenate(parts)) if parts else -1.0
+    return sequence_fps(_pooled(times_per_sequence))
 
 
 def throughput_fps(times_per_sequence) -> float:
@@ -232,7 +230,17 @@ def throughput_fps(times_per_sequence) -> float:
     Unlike the OTB/GOT-10k ``mean(1 / t)``, this charges a tracker for work it does on few frames
     (an updater that optimizes for 1 s every 10 frames is 10x slower here, barely slower there).
     """
-    parts = [np.asarray(t, dtype=np.float64).reshape(-1) for t in times_per_sequence]
-    t = np.concatenate(parts) if parts else np.zeros(0)
-    t = t[np.isfinite(t) & (t > 0)]
+    t = _timed(_pooled(times_per_sequence))
     return float(t.size / t.sum()) if t.size else -1.0
+
+
+def _timed(times) -> np.ndarray:
+    """The frames that were timed: positive, finite entries of ``times``, flattened to ``(K,)``."""
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    return t[np.isfinite(t) & (t > 0)]
+
+
+def _pooled(times_per_sequence) -> np.ndarray:
+    """All sequences' frame times ``(N_i,)`` in one ``(sum N_i,)`` array (empty when there are none)."""
+    parts = [np.asarray(t, dtype=np.float64).reshape(-1) for t in times_per_sequence]
+    return np.concatenate(parts) if parts else np.zeros(0)

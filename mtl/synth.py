@@ -65,11 +65,12 @@ _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 #: Stress scenarios: the same generator with one effect forced on and made harder, drawn from the
 #: split's own source images but with their own random stream, so the default splits are untouched.
 #: ``force``: effects switched on in every sequence (the others keep their probabilities);
-#: ``occlusion_frames``: (min, max) length of an occlusion event; ``occlusion_ramp``: frames the occluder
+#: ``occlusion_frames``: length range of an occlusion event; ``occlusion_ramp``: frames the occluder
 #: takes to slide on and off (None: a quarter of the event each way, so it covers fully for the middle half);
-#: ``full_occlusion``: probability an occluder hides the whole target; ``occluders``: (min, max) count;
-#: ``distractors``: (min, max) count; ``distractor_kinds``: kinds to draw from; ``orbit``: (near, spread)
-#: of the distractor's distance from the target centre, in target sizes.
+#: ``full_occlusion``: probability an occluder hides the whole target; ``occluders``, ``distractors``:
+#: counts; ``distractor_kinds``: kinds to draw from; ``orbit``: (near, spread) of the distractor's
+#: distance from the target centre, in target sizes. Integer ranges are numpy's ``integers(low, high)``,
+#: high excluded: occluders (1, 2) is exactly one, distractors (2, 4) two or three.
 SCENARIOS = {
     "long_occlusion": {"force": {"occlusion": True}, "occlusion_frames": (70, 120), "occlusion_ramp": 10,
                        "full_occlusion": 1.0, "occluders": (1, 2)},
