@@ -63,6 +63,9 @@ class NoisyGTTracker(_OracleTracker):
     name = "noisy_gt"
     is_deterministic = False
 
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "noise": self.noise}
+
     def __init__(self, noise: float = 0.1, name: str | None = None):
         super().__init__(name=name)
         if noise < 0:
@@ -111,9 +114,16 @@ class OpenCVMILTracker(Tracker):
     """OpenCV's MIL tracker (Babenko et al., 2009) through ``cv2.TrackerMIL_create``.
 
     OpenCV works on BGR images and integer boxes; a failed update (``ok == False``) keeps the last box.
+    Its boxes are not exactly repeatable from run to run (OpenCV's internal sampling ignores our seeds
+    and ``cv2.setRNGSeed``), so two runs of this row may differ in the last digits.
     """
 
     name = "opencv_mil"
+
+    def fingerprint(self) -> dict:
+        import cv2
+
+        return {**super().fingerprint(), "opencv": cv2.__version__}
 
     def init(self, image, box) -> None:
         import cv2

@@ -60,6 +60,20 @@ def config_key(config: Any) -> str:
     return hashlib.sha256(config_json(config).encode()).hexdigest()[:12]
 
 
+def state_dict_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (16 hex digits) of a model's weights: names, shapes, dtypes and values, in key order.
+
+    Two networks with equal weights hash equally wherever they live (CPU/GPU, any memory layout), so
+    stored results can be keyed by the weights that made them, not by a file name.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def checkpoint_path(name: str, config: Any, *, quick: bool = False, directory: str | Path | None = None) -> Path:
     """Where the checkpoint of model ``name`` trained with ``config`` lives."""
     if not name or "/" in name or "\\" in name:

@@ -2,6 +2,10 @@
 
 Each subcommand is a thin wrapper over a function in the package, so notebooks and tests call the
 same code; ``main(argv)`` is importable for tests.
+
+Errors: a bad dataset, results file, option or image ends a command with one line on stderr,
+``mtl: error: <message>`` (naming the file and line where there is one), and exit status 2;
+``mtl --debug COMMAND ...`` raises instead, showing the traceback.
 """
 from __future__ import annotations
 
@@ -17,12 +21,23 @@ def _parse_options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.isidentifier():
-            raise SystemExit(f"mtl: --option expects KEY=VALUE with KEY a Python name, got {pair!r}")
+            raise ValueError(f"--option expects KEY=VALUE with KEY a Python name, got {pair!r}")
         try:
             options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
     return options
+
+
+def _make_tracker(name: str, options: dict):
+    """``mtl.eval.make_tracker(name, **options)``, a TypeError from the options becoming a ValueError."""
+    from mtl import eval as ev
+
+    try:
+        return ev.make_tracker(name, **options)
+    except TypeError as e:  # an option the tracker's factory does not take, or a value of the wrong type
+        given = f" (--option {', '.join(sorted(options))})" if options else ""
+        raise ValueError(f"tracker {name!r} rejected its options{given}: {e}") from e
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
@@ -87,9 +102,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         from mtl.data import load_dataset
 
         options = _parse_options(args.option)
+        tracker = _make_tracker(args.tracker, options)  # before the dataset: cheap mistakes fail fast
         seqs = load_dataset(args.dataset, quick=args.quick, seed=args.seed)
         bench = ev.benchmark_name(args.dataset, quick=args.quick)
-        tracker = ev.make_tracker(args.tracker, **options)
         n_seeds = args.seeds if args.seeds is not None else (1 if tracker.is_deterministic else 3)
         if args.protocol == "reset":
             rep = ev.run_supervised(tracker, seqs, seed=args.seed, progress=not args.no_progress,
@@ -98,7 +113,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                   f"robustness {rep['robustness']} failures ({rep['failures_per_100_frames']:.2f} per 100 frames)")
             return 0
         if n_seeds > 1:
-            ev.run_ope_seeds(lambda: ev.make_tracker(args.tracker, **options), seqs,
+            ev.run_ope_seeds(lambda: _make_tracker(args.tracker, options), seqs,
                              seeds=range(args.seed, args.seed + n_seeds), out_dir=args.out, benchmark=bench,
                              overwrite=args.overwrite, progress=not args.no_progress, tracker_name=args.tracker)
         else:
@@ -178,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtl",
         description="Learning to update visual object trackers: the notebooks' command line.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, raise it with its full Python traceback instead of printing one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_reproduce(sub)
     _add_generate(sub)
@@ -186,13 +203,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What bad input raises (a missing or malformed file, a bad option, an unusable checkpoint)."""
+    from mtl.cache import CheckpointError
+
+    # FileNotFoundError and NotADirectoryError are OSErrors; TypeErrors of tracker options arrive as
+    # ValueErrors (see _make_tracker), other TypeErrors are bugs and keep their traceback.
+    return (OSError, ValueError, KeyError, CheckpointError)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for ``exc``: its message (a KeyError's without the repr quotes), newlines replaced."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        msg = exc.args[0]
+    else:
+        msg = str(exc)
+    msg = " ".join(part.strip() for part in msg.splitlines() if part.strip())
+    if " " not in msg:  # empty or a bare value (e.g. a dict key): say what kind of error it is
+        msg = f"{type(exc).__name__}: {msg}".rstrip(": ")
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a failed run, 2 bad input or usage)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # usage errors: argparse prints them and exits with status 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _expected_errors() as e:
+        if args.debug:
+            raise
+        sys.stdout.flush()
+        print(f"mtl: error: {error_message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

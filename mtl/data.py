@@ -85,18 +85,23 @@ class Sequence:
 
 # ------------------------------------------------------------------------------------ file reading
 
-def _read_image(path: str | os.PathLike) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def _imread(path: str | os.PathLike, flags: int) -> np.ndarray:
+    """``cv2.imread`` that raises: FileNotFoundError for a missing file, ValueError for one OpenCV cannot decode."""
+    if not os.path.isfile(path):  # checked first: OpenCV would also print a warning of its own
+        raise FileNotFoundError(f"image not found: {path}")
+    img = cv2.imread(str(path), flags)
     if img is None:
-        raise FileNotFoundError(f"cannot read image {path}")
-    return np.ascontiguousarray(img[:, :, ::-1])
+        raise ValueError(f"{path}: corrupt or unreadable image (OpenCV could not decode it)")
+    return img
+
+
+def _read_image(path: str | os.PathLike) -> np.ndarray:
+    return np.ascontiguousarray(_imread(path, cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file (decodes it once)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {path}")
+    img = _imread(path, cv2.IMREAD_UNCHANGED)
     return img.shape[1], img.shape[0]
 
 
@@ -346,8 +351,9 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
 
     otb: ``<out>/<Seq>/img/0001.jpg``, ``groundtruth_rect.txt`` (comma separated, our 0-based boxes
     as they are), ``absence.label`` and ``attributes.txt``. got10k: ``<out>/<Seq>/00000001.jpg``,
-    ``groundtruth.txt``, ``absence.label``, ``cover.label`` (0..8), ``meta_info.ini`` and
-    ``<out>/list.txt``. Frames are JPEG (quality 95) or PNG (``image_ext=".png"``, lossless).
+    ``groundtruth.txt``, ``absence.label``, ``cover.label`` (0..8; 0 on absent frames),
+    ``cut_by_image.label``, ``meta_info.ini`` (with ``resolution: (W, H)``, the toolkit's IoU bound)
+    and ``<out>/list.txt``: what the got10k toolkit's ``ExperimentGOT10k`` reads. Frames are JPEG (quality 95) or PNG (``image_ext=".png"``, lossless).
     """
     if format not in ("otb", "got10k"):
         raise ValueError(f"format must be 'otb' or 'got10k', got {format!r}")
@@ -358,8 +364,8 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
     iterator = sequences
     if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(sequences, desc=f"writing {format}")
+        from mtl.utils import progress_bar
+        iterator = progress_bar(sequences, desc=f"writing {format}", leave=True)
     for seq in iterator:
         d = out / seq.name
         img_dir = d / "img" if format == "otb" else d
@@ -379,8 +385,13 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
             (d / "groundtruth.txt").write_text("\n".join(_format_box(b, ",") for b in seq.boxes) + "\n")
             (d / "absence.label").write_text(absence)
             cover = seq.cover if seq.cover is not None else seq.visible.astype(float)
-            (d / "cover.label").write_text("\n".join(str(int(np.round(c * 8))) for c in cover) + "\n")
-            (d / "meta_info.ini").write_text(f"[METAINFO]\nattributes: {tags}\nsource: mtl\n")
+            # an absent frame gets cover 0: the toolkit scores frames with cover > 0, we score visible ones
+            levels = np.where(seq.visible, np.round(np.asarray(cover) * 8), 0).astype(int)
+            (d / "cover.label").write_text("\n".join(str(c) for c in levels) + "\n")
+            (d / "cut_by_image.label").write_text("0\n" * len(seq))  # the toolkit's dataset reads it
+            w, h = seq.frame(0).shape[1], seq.frame(0).shape[0]
+            (d / "meta_info.ini").write_text(f"[METAINFO]\nattributes: {tags}\nsource: mtl\n"
+                                             f"resolution: ({w}, {h})\n")
     if format == "got10k":
         (out / "list.txt").write_text("\n".join(s.name for s in sequences) + "\n")
     return out

@@ -218,9 +218,9 @@ _FAILED_BOX = np.zeros(4)
 def _progress(iterable, total, desc, progress):
     if not progress:
         return iterable
-    from tqdm.auto import tqdm
+    from mtl.utils import progress_bar  # quiet where stderr is not a terminal; MTL_PROGRESS=0 turns it off
 
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    return progress_bar(iterable, total=total, desc=desc, leave=False)
 
 
 def _checked_box(box) -> tuple[np.ndarray | None, str]:
@@ -238,7 +238,10 @@ def _checked_box(box) -> tuple[np.ndarray | None, str]:
 
 
 def _tracker_call(tracker, seq, frame_index, call, *args):
-    """Run ``call(*args)``; return ``(box or None, message)`` and warn on failure."""
+    """Run ``call(*args)``; return ``(box or None, message)`` and warn on failure.
+
+    ``seq``: the sequence (or just its name, a string) named in the warning.
+    """
     try:
         out = call(*args)
     except Exception as e:  # a bad frame must not end the whole run
@@ -246,47 +249,124 @@ def _tracker_call(tracker, seq, frame_index, call, *args):
     else:
         box, msg = (None, "") if getattr(call, "__name__", "") == "init" else _checked_box(out)
     if msg:
-        warnings.warn(f"tracker {getattr(tracker, 'name', '?')!r} failed on sequence {seq.name!r} "
+        warnings.warn(f"tracker {getattr(tracker, 'name', '?')!r} failed on sequence {getattr(seq, 'name', seq)!r} "
                       f"frame {frame_index}: {msg}", RuntimeWarning, stacklevel=3)
     return box, msg
 
 
-def track_sequence(tracker, seq) -> dict:
-    """Run ``tracker`` once through ``seq`` (one-pass evaluation).
+def track_frames(tracker, frames: Iterable, first_box, seq_name: str = "?",
+                 on_frame: Callable | None = None) -> dict:
+    """Run ``tracker`` once through ``frames`` (one-pass evaluation): the one tracking loop of ``mtl``.
 
-    Calls the oracle-only hook ``tracker.set_sequence(seq)`` when the tracker defines it. Returns
-    ``{"boxes": (N, 4) float64, "times": (N,) float64 seconds, "failed_frames": [int],
-    "messages": [(frame, str)]}``; frame 0 holds the given box.
+    ``frames``: any iterable of images (RGB ``HxWx3`` uint8 arrays or PIL images), read lazily, one
+    per frame; ``first_box``: the given ``x, y, w, h`` on frame 0. ``init`` runs on frame 0 and
+    ``update`` on every later frame; only those calls are timed (``time.perf_counter``), never the
+    reading of a frame. A failing frame (see the module docstring) is recorded as ``0,0,0,0`` with a
+    warning naming ``seq_name``; a failed ``init`` fails every later frame. ``on_frame(f, image,
+    box)``, when given, is called after each frame outside the timing (e.g. to display it).
+    Returns ``{"boxes": (N, 4) float64, "times": (N,) float64 seconds, "failed_frames": [int],
+    "messages": [(frame, str)]}``; frame 0 holds the given box. Used by :func:`track_sequence` and by
+    :meth:`mtl.tracker.Tracker.track` (the got10k toolkit's entry point).
     """
-    n = len(seq)
-    gt = np.asarray(seq.boxes, dtype=np.float64)
-    boxes = np.zeros((n, 4))
-    times = np.zeros(n)
-    messages = []
-    if hasattr(tracker, "set_sequence"):
-        tracker.set_sequence(seq)
+    first = np.asarray(first_box, dtype=np.float64).reshape(4).copy()
+    boxes, times, messages = [], [], []
     alive = True
-    for f in range(n):
-        image = as_rgb_array(seq.frame(f))
+    for f, frame in enumerate(frames):
+        image = as_rgb_array(frame)
         start = time.perf_counter()
         if f == 0:
-            _, msg = _tracker_call(tracker, seq, 0, tracker.init, image, gt[0].copy())
-            box = gt[0]
+            _, msg = _tracker_call(tracker, seq_name, 0, tracker.init, image, first.copy())
+            box = first
             if msg:
                 alive = False
                 messages.append((0, "init failed, every later frame failed: " + msg))
         elif alive:
-            box, msg = _tracker_call(tracker, seq, f, tracker.update, image)
+            box, msg = _tracker_call(tracker, seq_name, f, tracker.update, image)
             if msg:
                 messages.append((f, msg))
                 box = _FAILED_BOX
         else:
             box = _FAILED_BOX
             messages.append((f, "tracker not initialised"))
-        times[f] = time.perf_counter() - start
-        boxes[f] = box
+        times.append(time.perf_counter() - start)
+        boxes.append(np.array(box, dtype=np.float64))
+        if on_frame is not None:
+            on_frame(f, image, boxes[-1])
+    n = len(boxes)
     failed = sorted({f for f, _ in messages if f > 0} | ({*range(1, n)} if not alive else set()))
-    return {"boxes": boxes, "times": times, "failed_frames": failed, "messages": messages}
+    return {"boxes": np.array(boxes, dtype=np.float64).reshape(n, 4), "times": np.array(times, dtype=np.float64),
+            "failed_frames": failed, "messages": messages}
+
+
+def track_sequence(tracker, seq) -> dict:
+    """Run ``tracker`` once through ``seq`` (one-pass evaluation, :func:`track_frames` on its frames).
+
+    Calls the oracle-only hook ``tracker.set_sequence(seq)`` when the tracker defines it. Returns
+    ``{"boxes": (N, 4) float64, "times": (N,) float64 seconds, "failed_frames": [int],
+    "messages": [(frame, str)]}``; frame 0 holds the given box.
+    """
+    gt = np.asarray(seq.boxes, dtype=np.float64)
+    if hasattr(tracker, "set_sequence"):
+        tracker.set_sequence(seq)
+    return track_frames(tracker, (seq.frame(f) for f in range(len(seq))), gt[0], seq_name=seq.name)
+
+
+#: Beside each tracker's results: the fingerprint of the tracker (and seed) that made them.
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def run_fingerprint(tracker, seed: int | None = None) -> dict:
+    """The results-cache key of a run: ``{"tracker": tracker.fingerprint(), "seed": seed}``.
+
+    A tracker without a ``fingerprint`` method (one not derived from :class:`mtl.tracker.Tracker`) is
+    keyed by its class alone.
+    """
+    fp = tracker.fingerprint() if hasattr(tracker, "fingerprint") else {
+        "class": f"{type(tracker).__module__}.{type(tracker).__qualname__}"}
+    from mtl.results import to_jsonable
+
+    return to_jsonable({"tracker": fp, "seed": seed})
+
+
+def _differences(old, new, prefix="") -> list[str]:
+    """Dotted keys where two fingerprints differ (for the message that explains a re-run)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new))
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(all)"]
+
+
+def _claim_results_folder(root, benchmark: str, tracker_name: str, fingerprint: dict, overwrite: bool) -> bool:
+    """Make ``<root>/<benchmark>/<tracker_name>/`` hold results of ``fingerprint``; True when stored runs may be reused.
+
+    When the stored fingerprint differs (another option, checkpoint, seed ...) or is missing while
+    results exist, the stored result, time and failure files are deleted with a warning saying what
+    changed, and the new fingerprint is written before any result.
+    """
+    import json
+
+    from mtl.utils import atomic_write_bytes
+
+    folder = Path(root) / benchmark / tracker_name
+    fp_file = folder / FINGERPRINT_FILE
+    stored = None
+    if fp_file.is_file():
+        try:
+            stored = json.loads(fp_file.read_text())
+        except (OSError, ValueError):
+            stored = None
+    if stored == fingerprint and not overwrite:
+        return True
+    stale = [p for pattern in ("*.txt", "times/*_time.txt", "failures/*_failures.txt") for p in folder.glob(pattern)]
+    if stale and not overwrite:
+        why = ("no fingerprint is stored beside them" if stored is None
+               else "they were made with different " + ", ".join(_differences(stored, fingerprint)[:6]))
+        warnings.warn(f"not reusing the {len(stale)} stored result files in {folder}: {why}; running "
+                      f"{tracker_name!r} again", RuntimeWarning, stacklevel=3)
+    for p in stale:
+        p.unlink()
+    atomic_write_bytes(fp_file, json.dumps(fingerprint, indent=1, sort_keys=True).encode())
+    return not overwrite
 
 
 def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-test",
@@ -294,18 +374,22 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
             tracker_name: str | None = None) -> dict:
     """One-pass evaluation of ``tracker`` on ``sequences``; returns ``{seq_name: run}`` (see :func:`track_sequence`).
 
-    ``out_dir``: results root; each sequence is written to the toolkit layout and a complete
-    stored run is reused unless ``overwrite``. ``seed``: ``mtl.seed_everything(seed)`` before each
-    sequence, so a run does not depend on sequence order (None: leave the generators alone).
-    ``tracker_name``: the results folder (default ``tracker.name``).
+    ``out_dir``: results root; each sequence is written to the toolkit layout. A complete stored run
+    is reused only when the folder's ``fingerprint.json`` equals :func:`run_fingerprint` of this
+    tracker and seed (its class, options, weights, updater); otherwise the folder's stored runs are
+    discarded with a warning naming what changed. ``overwrite``: never reuse. ``seed``:
+    ``mtl.seed_everything(seed)`` before each sequence, so a run does not depend on sequence order
+    (None: leave the generators alone). ``tracker_name``: the results folder (default ``tracker.name``).
     """
     from mtl.utils import seed_everything
 
     sequences = list(sequences)
     name = tracker_name or tracker.name
+    reuse = (out_dir is not None
+             and _claim_results_folder(out_dir, benchmark, name, run_fingerprint(tracker, seed), overwrite))
     runs = {}
     for seq in _progress(sequences, len(sequences), f"OPE {name}", progress):
-        if out_dir is not None and not overwrite:
+        if reuse:
             cached = _cached(out_dir, benchmark, name, seq)
             if cached is not None:
                 runs[seq.name] = cached
@@ -331,12 +415,7 @@ def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
     """
     sequences = list(sequences)
     runs = {name: {} for name in trackers}
-    iterator = sequences
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(sequences, desc=f"{len(trackers)} trackers side by side")
-    for seq in iterator:
+    for seq in _progress(sequences, len(sequences), f"{len(trackers)} trackers side by side", progress):
         for name, tracker in trackers.items():
             runs[name].update(run_ope(tracker, [seq], progress=False, tracker_name=name))
     return runs

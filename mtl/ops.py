@@ -143,10 +143,15 @@ def upsample_maps(maps: np.ndarray, out_size: int, interpolation: int = cv2.INTE
     return out[0] if single else out
 
 
-def image_to_tensor(images: np.ndarray):
+def image_to_tensor(images: np.ndarray, channels_last: bool = False):
     """``(H, W, 3)`` or ``(K, H, W, 3)`` uint8/float images -> float32 torch tensor ``(K, 3, H, W)``, values 0..255.
 
     SiamFC feeds raw 0..255 RGB values (no mean/std normalisation); batch norm after conv1 absorbs the scale.
+
+    ``channels_last``: return the tensor in PyTorch's ``channels_last`` memory format (same shape and
+    values, strides of an ``(K, H, W, 3)`` array). The crops already lie in memory that way, so this
+    costs no transpose copy, and the CPU convolutions of the backbone run about 1.8x faster on it
+    (notebook 01 times both). The default keeps the contiguous NCHW layout (training batches).
     """
     import torch
 
@@ -155,4 +160,6 @@ def image_to_tensor(images: np.ndarray):
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[3] != 3:
         raise ValueError(f"expected (K, H, W, 3) images, got shape {arr.shape}")
+    if channels_last:
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2))).float()

@@ -91,6 +91,8 @@ class SiamFCConfig:
     response_size: int = 17
     min_scale_factor: float = 0.2  # the MatConvNet SiamFC's limits on the size change
     max_scale_factor: float = 5.0
+    # inference speed (does not change the boxes beyond float rounding; notebook 01 checks it)
+    channels_last: bool = True  # backbone input in channels_last layout; False: the old NCHW path
 
     #: Fields that change the trained weights (the checkpoint key); the rest only change tracking.
     TRAIN_FIELDS = ("width", "out_scale", "exemplar_size", "instance_size", "context", "total_stride",
@@ -453,12 +455,25 @@ class SiamFCTracker(Tracker):
         self.scale_penalties = np.where(np.arange(c.num_scales) == half, 1.0, c.scale_penalty)
         self.last_result: SearchResult | None = None
 
+    def fingerprint(self) -> dict:
+        """Config, network weights (SHA-256 of the state dict), device, updater and its gating: what decides the boxes."""
+        from mtl.cache import state_dict_hash
+
+        return {**super().fingerprint(), "config": dataclasses.asdict(self.config),
+                "weights": state_dict_hash(self.net.state_dict()), "device": self.device.type,
+                "updater": None if self.updater is None else self.updater.fingerprint(),
+                "update_interval": self.update_interval, "confidence_threshold": self.confidence_threshold}
+
     # -- pieces updaters reuse ---------------------------------------------------------------
 
     @torch.no_grad()  # not inference_mode: updaters may differentiate through these features later
     def features(self, crops: np.ndarray) -> torch.Tensor:
-        """Backbone features of crops ``(K, S, S, 3)`` uint8 -> ``(K, C, s, s)`` float32 on the tracker's device."""
-        return self.net.backbone(image_to_tensor(crops).to(self.device))
+        """Backbone features of crops ``(K, S, S, 3)`` uint8 -> ``(K, C, s, s)`` float32 on the tracker's device.
+
+        With ``config.channels_last`` the input (and so every conv output) is in the channels_last
+        layout, the fast one for CPU convolutions; values agree with the NCHW path to float rounding.
+        """
+        return self.net.backbone(image_to_tensor(crops, self.config.channels_last).to(self.device))
 
     def exemplar_crop(self, image: np.ndarray, box) -> np.ndarray:
         """The 127x127x3 uint8 exemplar crop of ``box`` (context rule, padded with the image mean)."""
@@ -581,7 +596,7 @@ def speed_comparison(tracker: SiamFCTracker, sequence, max_frames: int = 60) -> 
         start = time.perf_counter()
         tracker.update(image)
         update_times.append(time.perf_counter() - start)
-        batch = image_to_tensor(tracker.last_result.crops).to(tracker.device)
+        batch = image_to_tensor(tracker.last_result.crops, tracker.config.channels_last).to(tracker.device)
         sync()
         with torch.no_grad():
             start = time.perf_counter()

@@ -90,9 +90,9 @@ def fit(model: nn.Module, step_fn: Callable[[nn.Module, Any], Any], train_loader
         n_batches = None
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from mtl.utils import progress_bar  # quiet where stderr is not a terminal; MTL_PROGRESS=0 turns it off
 
-        bar = tqdm(total=None if n_batches is None else epochs * n_batches, desc=desc, leave=True)
+        bar = progress_bar(total=None if n_batches is None else epochs * n_batches, desc=desc, leave=True)
     for epoch in range(1, int(epochs) + 1):
         model.train()
         start = time.perf_counter()
@@ -111,9 +111,9 @@ def fit(model: nn.Module, step_fn: Callable[[nn.Module, Any], Any], train_loader
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
-            if bar is not None:
+            if bar is not None:  # postfix first without a redraw, which update() does at its own pace
+                bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / n:.4f}", refresh=False)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / n:.4f}")
         if scheduler is not None:
             scheduler.step()
         history["epoch"].append(epoch)
@@ -128,7 +128,7 @@ def fit(model: nn.Module, step_fn: Callable[[nn.Module, Any], Any], train_loader
             post = {"epoch": epoch, "loss": f"{history['train_loss'][-1]:.4f}"}
             if "val_loss" in history:
                 post["val"] = f"{history['val_loss'][-1]:.4f}"
-            bar.set_postfix(post)
+            bar.set_postfix(post, refresh=False)
     if bar is not None:
         bar.close()
     return history

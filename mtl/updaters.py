@@ -64,8 +64,17 @@ class Updater:
     def step(self, tracker, image: np.ndarray, box: np.ndarray, result) -> torch.Tensor | None:
         raise NotImplementedError
 
+    def options(self) -> dict:
+        """The updater's settings: its public scalar attributes (not its memory, counters or sequence)."""
+        return {k: v for k, v in vars(self).items()
+                if not k.startswith("_") and (v is None or isinstance(v, (bool, int, float, str)))}
+
+    def fingerprint(self) -> dict:
+        """Class and settings (part of the tracker's results-cache key, :meth:`mtl.tracker.Tracker.fingerprint`)."""
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", **self.options()}
+
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({fields})"
 
 

@@ -1,8 +1,9 @@
-"""Small shared utilities: paths, device choice, seeding, atomic file writes."""
+"""Small shared utilities: paths, device choice, seeding, atomic file writes, progress bars."""
 from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -58,6 +59,40 @@ def seed_everything(seed: int) -> np.random.Generator:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     return np.random.default_rng(seed)
+
+
+#: Seconds between redraws of a progress bar whose output is not a terminal (CI logs, pipes).
+PROGRESS_LOG_INTERVAL = 30.0
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_bar(iterable=None, *, total=None, desc=None, leave=False, **kw):
+    """A ``tqdm.auto`` progress bar that also reads well where the output is not a terminal.
+
+    In a terminal it is the usual text bar and in Jupyter (with ipywidgets) the usual widget. When
+    the stream it writes to (``file=``, default ``sys.stderr``) is not a terminal — CI logs, a pipe,
+    papermill or a kernel without widgets — it redraws at most every :data:`PROGRESS_LOG_INTERVAL`
+    seconds in plain ASCII, so a long loop writes a handful of lines instead of thousands. The
+    environment variable ``MTL_PROGRESS=0`` turns every bar off. Other keywords go to tqdm (and
+    win over these defaults). Use ``set_postfix(..., refresh=False)`` inside loops: a refresh
+    redraws at once, whatever the interval.
+    """
+    from tqdm.auto import tqdm
+
+    if os.environ.get("MTL_PROGRESS", "").strip().lower() in ("0", "false", "no", "off"):
+        kw["disable"] = True
+    elif tqdm.__module__ != "tqdm.notebook" and not _is_tty(kw.get("file") or sys.stderr):
+        kw.setdefault("mininterval", PROGRESS_LOG_INTERVAL)
+        kw.setdefault("maxinterval", max(kw["mininterval"], PROGRESS_LOG_INTERVAL))
+        kw.setdefault("ascii", True)
+        kw.setdefault("dynamic_ncols", False)
+    return tqdm(iterable, total=total, desc=desc, leave=leave, **kw)
 
 
 def _current_umask() -> int:

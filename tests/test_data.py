@@ -63,7 +63,7 @@ def test_generate_writes_a_stress_set(tmp_path):
     assert loaded.name == original.name == "synth-val-long_occlusion-0000"
     assert np.array_equal(loaded.boxes, original.boxes) and np.array_equal(loaded.visible, original.visible)
     with pytest.raises(ValueError, match="unknown scenario"):
-        cli_main(["generate", "--split", "val", "--scenario", "fog", "--out", str(tmp_path / "x")])
+        cli_main(["--debug", "generate", "--split", "val", "--scenario", "fog", "--out", str(tmp_path / "x")])
 
 
 def test_png_and_non_integer_boxes_round_trip_exactly(tmp_path):

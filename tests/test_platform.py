@@ -221,7 +221,7 @@ def test_benchmark_tracker_options_parse_literals_and_reject_bad_pairs():
     assert cli._parse_options(["window_influence=0.3", "checkpoint=data/x.pt", "scales=[1, 2]"]) == {
         "window_influence": 0.3, "checkpoint": "data/x.pt", "scales": [1, 2]}
     for bad in (["novalue"], ["9bad=1"]):
-        with pytest.raises(SystemExit, match="KEY=VALUE"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
             cli._parse_options(bad)
 
 

@@ -1,0 +1,119 @@
+"""The stored-results cache is keyed by what made the results (tracker options, weights, updater, seed)."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from mtl import eval as ev
+from mtl.siamfc import SiamFCConfig, SiamFCNet, SiamFCTracker
+from mtl.updaters import EMAUpdater
+
+from test_eval import FakeSequence
+
+
+@pytest.fixture
+def seqs():
+    return [FakeSequence("a", n=4, size=(96, 80)), FakeSequence("b", n=3, size=(96, 80))]
+
+
+@pytest.fixture
+def count_runs(monkeypatch):
+    """Count the sequences the runner actually tracks (a cache hit tracks nothing)."""
+    calls = []
+    original = ev.track_sequence
+
+    def counting(tracker, seq):
+        calls.append(seq.name)
+        return original(tracker, seq)
+
+    monkeypatch.setattr(ev, "track_sequence", counting)
+    return calls
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return SiamFCNet(width=0.125).eval()
+
+
+def _run(tracker, seqs, root, name="siamfc"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = ev.run_ope(tracker, seqs, out_dir=root, benchmark="fake", progress=False, tracker_name=name)
+    return runs, [str(w.message) for w in caught if "not reusing" in str(w.message)]
+
+
+def test_same_tracker_is_served_from_the_cache(tmp_path, seqs, count_runs):
+    net = _net()
+    _run(SiamFCTracker(net), seqs, tmp_path)
+    assert count_runs == ["a", "b"]
+    _, warned = _run(SiamFCTracker(net), seqs, tmp_path)
+    assert count_runs == ["a", "b"] and not warned  # nothing re-run
+    stored = json.loads((tmp_path / "fake" / "siamfc" / ev.FINGERPRINT_FILE).read_text())
+    assert stored == ev.run_fingerprint(SiamFCTracker(net), 0)
+
+
+def test_changed_option_is_not_served_from_the_cache(tmp_path, seqs, count_runs):
+    net = _net()
+    first, _ = _run(SiamFCTracker(net), seqs, tmp_path)
+    second, warned = _run(SiamFCTracker(net, window_influence=0.0, scale_step=1.2), seqs, tmp_path)
+    assert count_runs == ["a", "b", "a", "b"]
+    assert len(warned) == 1 and "window_influence" in warned[0] and "scale_step" in warned[0]
+    # switching back re-runs again (the folder holds one configuration at a time)
+    _run(SiamFCTracker(net), seqs, tmp_path)
+    assert count_runs == ["a", "b"] * 3
+
+
+def test_changed_checkpoint_is_not_served_from_the_cache(tmp_path, seqs, count_runs):
+    _run(SiamFCTracker(_net(0)), seqs, tmp_path)
+    _, warned = _run(SiamFCTracker(_net(1)), seqs, tmp_path)
+    assert count_runs == ["a", "b", "a", "b"]
+    assert "weights" in warned[0]
+
+
+def test_changed_updater_setting_is_not_served_from_the_cache(tmp_path, seqs, count_runs):
+    net = _net()
+    _run(SiamFCTracker(net, updater=EMAUpdater(0.01)), seqs, tmp_path, "siamfc_ema")
+    _run(SiamFCTracker(net, updater=EMAUpdater(0.01)), seqs, tmp_path, "siamfc_ema")
+    assert count_runs == ["a", "b"]
+    _, warned = _run(SiamFCTracker(net, updater=EMAUpdater(0.1)), seqs, tmp_path, "siamfc_ema")
+    assert count_runs == ["a", "b"] * 2 and "updater.rate" in warned[0]
+
+
+def test_fingerprint_ignores_state_that_tracking_changes(seqs):
+    """Tracking a sequence changes the tracker's state, not its fingerprint (else nothing would be reused)."""
+    tracker = SiamFCTracker(_net(), updater=EMAUpdater(0.5))
+    before = ev.run_fingerprint(tracker, 0)
+    ev.run_ope(tracker, seqs, progress=False)
+    assert ev.run_fingerprint(tracker, 0) == before
+    assert ev.run_fingerprint(tracker, 1) != before  # the seed is part of the key
+
+
+def test_results_without_fingerprint_are_run_again(tmp_path, seqs, count_runs):
+    """Folders written before the cache had keys cannot be trusted: they are re-run, with a warning."""
+    ev.run_ope(ev.make_tracker("static"), seqs, out_dir=tmp_path, benchmark="fake", progress=False)
+    (tmp_path / "fake" / "static" / ev.FINGERPRINT_FILE).unlink()
+    with pytest.warns(RuntimeWarning, match="no fingerprint"):
+        ev.run_ope(ev.make_tracker("static"), seqs, out_dir=tmp_path, benchmark="fake", progress=False)
+    assert count_runs == ["a", "b", "a", "b"]
+
+
+def test_same_weights_hash_equally_on_any_layout():
+    from mtl.cache import state_dict_hash
+
+    net = _net()
+    h = state_dict_hash(net.state_dict())
+    assert h == state_dict_hash(net.to(memory_format=torch.channels_last).state_dict())
+    with torch.no_grad():
+        net.backbone.conv1[0].weight[0, 0, 0, 0] += 1e-6
+    assert state_dict_hash(net.state_dict()) != h
+    assert len(h) == 16 and all(c in "0123456789abcdef" for c in h)
+
+
+def test_tracker_fingerprint_names_config_and_updater():
+    fp = SiamFCTracker(_net(), SiamFCConfig(width=0.125), updater=EMAUpdater(0.03), update_interval=2).fingerprint()
+    assert fp["class"].endswith("SiamFCTracker")
+    assert fp["config"]["width"] == 0.125 and fp["update_interval"] == 2
+    assert fp["updater"] == {"class": "mtl.updaters.EMAUpdater", "rate": 0.03}
+    assert np.isscalar(fp["weights"])
