@@ -19,6 +19,8 @@ from torch import nn
 ALEXNET_CHANNELS = (96, 256, 384, 384, 256)
 #: Total stride of the backbone: a shift of 8 input pixels moves the features by one cell.
 ALEXNET_STRIDE = 8
+#: Convolution initialisations :class:`AlexNetV1` knows.
+INITS = ("xavier", "kaiming")
 
 
 def scaled_channels(width: float, groups: int = 2) -> tuple[int, ...]:
@@ -52,7 +54,9 @@ class AlexNetV1(nn.Sequential):
     intermediate features by slicing: ``backbone[:2](x)`` is the pool2 output GradNet updates.
     """
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, width: float = 1.0, init: str = "xavier"):
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         c1, c2, c3, c4, c5 = scaled_channels(width)
         super().__init__()
         self.add_module("conv1", _conv_bn_relu(3, c1, 11, stride=2, pool=True))
@@ -66,13 +70,22 @@ class AlexNetV1(nn.Sequential):
         self.channels = (c1, c2, c3, c4, c5)
         self.out_channels = c5
         self.total_stride = ALEXNET_STRIDE
+        self.init = init
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal convolutions (fan-out, ReLU gain), zero biases, unit BN scales (as siamfc-pytorch)."""
+        """Zero biases, unit BN scales, and convolutions drawn by ``self.init``.
+
+        ``"xavier"``: Xavier-uniform with gain 1, siamfc-pytorch's ``init_weights``; ``"kaiming"``:
+        Kaiming-normal (fan-out, ReLU gain), this project's first recipe, kept so notebook 01 can
+        compare the two.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if self.init == "xavier":
+                    nn.init.xavier_uniform_(m.weight, gain=1.0)
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):

@@ -404,6 +404,20 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     return runs
 
 
+def run_cached(tracker, sequences, cache_dir, benchmark: str, seed: int | None = 0, progress: bool = True) -> dict:
+    """:func:`run_ope` into ``<cache_dir>/<benchmark>/run-<key>/`` with ``key`` the hash of :func:`run_fingerprint`.
+
+    The notebooks' results cache: two trackers built alike (same class, options, weights, updater,
+    seed) share one stored run whatever they are called, so notebook 02 reuses notebook 01's SiamFC
+    run; anything that changes the boxes gives a new key and a new run. Returns ``{seq_name: run}``.
+    """
+    from mtl.cache import config_key
+
+    key = config_key(run_fingerprint(tracker, seed))
+    return run_ope(tracker, sequences, out_dir=cache_dir, benchmark=benchmark, seed=seed, progress=progress,
+                   tracker_name=f"run-{key}")
+
+
 def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
     """One-pass evaluation of several trackers, interleaved sequence by sequence, in this process.
 

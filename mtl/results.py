@@ -76,3 +76,14 @@ def load_results(notebook: str, *, quick: bool = False, directory: str | Path | 
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"results file {path} is not valid JSON (line {exc.lineno}): {exc.msg}") from exc
+
+
+def run_cache_dir(quick: bool) -> Path:
+    """The results cache of the notebooks' tracking runs: ``runs/cache`` (full) or ``runs/quick/cache`` (quick).
+
+    Pass it as ``out_dir`` to :func:`mtl.eval.run_ope`: each tracker's per-sequence boxes are stored
+    there with the tracker's fingerprint and reused while it matches (notebooks 01 and 02 share runs).
+    """
+    from mtl.utils import QUICK_DIR
+
+    return QUICK_DIR / "cache" if quick else ROOT / "runs" / "cache"

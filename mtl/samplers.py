@@ -38,14 +38,34 @@ class _Sampler(Dataset):
         return self.transform(*sample) if self.transform is not None else sample
 
 
+def usable_frames(seq: Sequence, min_cover: float = 0.0) -> np.ndarray:
+    """Indices of the frames where the target is visible and more than ``min_cover`` of it shows.
+
+    ``seq.cover`` (the visible fraction, when the dataset has it) must exceed ``min_cover``; without
+    cover information the visibility flags alone decide.
+    """
+    ok = np.asarray(seq.visible, dtype=bool)
+    if min_cover > 0 and getattr(seq, "cover", None) is not None:
+        ok = ok & (np.asarray(seq.cover, dtype=np.float64) > min_cover)
+    return np.flatnonzero(ok)
+
+
 class PairSampler(_Sampler):
     """Template/search pairs from one sequence, at most ``max_gap`` frames apart, both with the target visible.
 
+    ``min_cover``: both frames must show more than this fraction of the target (siamfc-pytorch keeps
+    GOT-10k frames whose cover exceeds 0.3 of the sequence's largest; ours peaks at 1, so 0.3).
     Item: ``(z_frame HxWx3 uint8, z_box (4,) float64, x_frame HxWx3 uint8, x_box (4,) float64)``,
     or ``transform`` applied to those four.
     """
 
-    def __init__(self, sequences, num_pairs: int, max_gap: int = 100, seed: int = 0, transform=None):
+    def __init__(self, sequences, num_pairs: int, max_gap: int = 100, seed: int = 0, transform=None,
+                 min_cover: float = 0.0):
+        if not 0 <= min_cover < 1:
+            raise ValueError(f"min_cover must be in [0, 1), got {min_cover!r}")
+        self.min_cover = float(min_cover)
+        self._frames = {}
+        sequences = [s for s in sequences if usable_frames(s, self.min_cover).size]
         super().__init__(sequences, num_pairs, seed, transform, min_visible=1)
         if max_gap < 0:
             raise ValueError(f"max_gap must be >= 0, got {max_gap}")
@@ -53,8 +73,11 @@ class PairSampler(_Sampler):
 
     def __getitem__(self, i: int):
         rng = self._rng(i)
-        seq = self.sequences[self._usable[rng.integers(len(self._usable))]]
-        vis = np.flatnonzero(seq.visible)
+        k = self._usable[rng.integers(len(self._usable))]
+        seq = self.sequences[k]
+        if k not in self._frames:
+            self._frames[k] = usable_frames(seq, self.min_cover)
+        vis = self._frames[k]
         z = int(rng.choice(vis))
         near = vis[np.abs(vis - z) <= self.max_gap]
         others = near[near != z]

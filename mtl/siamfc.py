@@ -53,11 +53,16 @@ class SiamFCConfig:
       learning rate still decays 1e-2 -> 1e-5 exponentially, once per epoch.
     * Crop sizes are the paper's: exemplar 127, search 255 for tracking; 255 - 2 * 8 = 239 for
       training (siamfc-pytorch crops the random-shift margin away, so training maps are 15x15).
+    * Augmentation (stretch 0.05, shift +-4 px), the training-frame filter (more than 30% of the target
+      visible) and the initialisation (Xavier-uniform convolutions) are siamfc-pytorch's. Until the
+      2026-11 retraining the shift was +-8 px, frames with 10% visible were used and the init was
+      Kaiming-normal; notebook 01 reports the val loss of the retrained network next to the old one.
     """
 
     # model
     width: float = 0.25
     out_scale: float | None = None
+    init: str = "xavier"  # siamfc-pytorch's Xavier-uniform; "kaiming" was this project's first recipe
     # geometry
     exemplar_size: int = 127
     instance_size: int = 255
@@ -66,7 +71,9 @@ class SiamFCConfig:
     # training
     positive_radius: float = 16.0  # pixels in the search crop; / total_stride = 2 cells
     max_stretch: float = 0.05
-    max_shift: int = 8
+    max_shift: int = 4  # siamfc-pytorch: CenterCrop(255 - 8) then RandomCrop(255 - 16), i.e. +-4 px
+    train_margin: int = 8  # training search crops are instance_size - 2 * 8 = 239 px (15x15 maps)
+    min_cover: float = 0.3  # training frames show more than 30% of the target (siamfc-pytorch's cover rule)
     epochs: int = 20
     pairs_per_epoch: int = 1500
     val_pairs: int = 200
@@ -95,8 +102,8 @@ class SiamFCConfig:
     channels_last: bool = True  # backbone input in channels_last layout; False: the old NCHW path
 
     #: Fields that change the trained weights (the checkpoint key); the rest only change tracking.
-    TRAIN_FIELDS = ("width", "out_scale", "exemplar_size", "instance_size", "context", "total_stride",
-                    "positive_radius", "max_stretch", "max_shift", "epochs", "pairs_per_epoch", "val_pairs",
+    TRAIN_FIELDS = ("width", "out_scale", "init", "exemplar_size", "instance_size", "context", "total_stride",
+                    "positive_radius", "max_stretch", "max_shift", "train_margin", "min_cover", "epochs", "pairs_per_epoch", "val_pairs",
                     "batch_size", "lr_initial", "lr_final", "momentum", "weight_decay", "max_gap",
                     "train_spec", "val_spec", "data_seed", "seed")
 
@@ -112,8 +119,8 @@ class SiamFCConfig:
 
     @property
     def train_instance_size(self) -> int:
-        """Search crop side during training: ``instance_size - 2 * max_shift`` (239)."""
-        return self.instance_size - 2 * self.max_shift
+        """Search crop side during training: ``instance_size - 2 * train_margin`` (239)."""
+        return self.instance_size - 2 * self.train_margin
 
     def train_key(self) -> dict:
         """The training-relevant fields as a plain dict (checkpoint cache key)."""
@@ -141,14 +148,14 @@ class SiamFCNet(nn.Module):
     (float, 0..255) -> scores ``(B*k, 1, (S - 255) / 8 + 17, ...)``: 17x17 for S = 255, 15x15 for 239.
     """
 
-    def __init__(self, width: float = 0.25, out_scale: float | None = None):
+    def __init__(self, width: float = 0.25, out_scale: float | None = None, init: str = "xavier"):
         super().__init__()
-        self.backbone = AlexNetV1(width)
+        self.backbone = AlexNetV1(width, init)
         self.head = SiamFCHead(default_out_scale(self.backbone.out_channels) if out_scale is None else out_scale)
 
     @classmethod
     def from_config(cls, config: SiamFCConfig) -> "SiamFCNet":
-        return cls(config.width, config.out_scale)
+        return cls(config.width, config.out_scale, config.init)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(z), self.backbone(x))
@@ -164,9 +171,11 @@ class SiamFCPairTransform:
 
     Both frames are cropped around their *own* target box with SiamFC's context rule, so the
     target sits at the centre of both crops at the same scale; the label map is then the same
-    for every pair. Augmentations (siamfc-pytorch's ``RandomStretch`` + ``RandomCrop``): a
-    random scale ``1 + U(-max_stretch, max_stretch)`` and a random shift of up to ``max_shift``
-    crop pixels, done in the same single warp as the crop (:func:`mtl.ops.crop_and_resize`).
+    for every pair. Augmentations as siamfc-pytorch's ``RandomStretch`` + ``CenterCrop(255 - 8)`` +
+    ``RandomCrop(255 - 16)``: a random scale ``1 + U(-max_stretch, max_stretch)`` (0.05) and a random
+    shift of up to ``max_shift`` = 4 crop pixels each way, done in the same single warp as the crop
+    (:func:`mtl.ops.crop_and_resize`). Frames showing no more than ``min_cover`` of the target are
+    never drawn (:class:`mtl.samplers.PairSampler`).
 
     ``__call__(z_frame, z_box, x_frame, x_box, rng=None)`` -> ``(z, x)`` float32 tensors
     ``(3, 127, 127)`` and ``(3, 239, 239)``, values 0..255. ``rng``: a NumPy Generator (None: NumPy's
@@ -280,9 +289,11 @@ def pair_loaders(geometry: SiamFCConfig, transform_cls, *, quick: bool, epochs: 
 
     train_seqs = load_dataset(geometry.train_spec, quick=quick, seed=geometry.data_seed)
     val_seqs = load_dataset(geometry.val_spec, quick=quick, seed=geometry.data_seed)
-    train = AugmentedPairs(PairSampler(train_seqs, epochs * pairs_per_epoch, max_gap=geometry.max_gap, seed=train_seed),
+    train = AugmentedPairs(PairSampler(train_seqs, epochs * pairs_per_epoch, max_gap=geometry.max_gap, seed=train_seed,
+                                       min_cover=geometry.min_cover),
                            transform_cls(geometry, augment=True), train_seed)
-    val = AugmentedPairs(PairSampler(val_seqs, val_pairs, max_gap=geometry.max_gap, seed=val_seed),
+    val = AugmentedPairs(PairSampler(val_seqs, val_pairs, max_gap=geometry.max_gap, seed=val_seed,
+                                     min_cover=geometry.min_cover),
                          transform_cls(geometry, augment=False), val_seed)
     loader_kw = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
     return (DataLoader(train, sampler=FreshPairsPerEpoch(pairs_per_epoch, epochs), **loader_kw),
@@ -290,9 +301,21 @@ def pair_loaders(geometry: SiamFCConfig, transform_cls, *, quick: bool, epochs: 
 
 
 def sgd_with_exponential_decay(model: nn.Module, *, lr_initial: float, lr_final: float, epochs: int,
-                               momentum: float, weight_decay: float):
-    """SiamFC's optimiser: SGD whose learning rate decays ``lr_initial -> lr_final`` over ``epochs`` (stepped per epoch)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr_initial, momentum=momentum, weight_decay=weight_decay)
+                               momentum: float, weight_decay: float, special: dict | None = None):
+    """SiamFC's optimiser: SGD whose learning rate decays ``lr_initial -> lr_final`` over ``epochs`` (stepped per epoch).
+
+    ``special``: ``{parameter name: (lr multiplier, weight decay)}`` for parameters that train at
+    their own rate (CFNet's output scale and bias); every other parameter gets ``lr_initial`` and
+    ``weight_decay``. The decay multiplies every group's rate alike, so multipliers persist.
+    """
+    special = special or {}
+    named = dict(model.named_parameters())
+    unknown = sorted(set(special) - set(named))
+    if unknown:
+        raise KeyError(f"no parameters named {unknown} in the model")
+    groups = [{"params": [p for n, p in named.items() if n not in special]}]
+    groups += [{"params": [named[n]], "lr": lr_initial * mult, "weight_decay": wd} for n, (mult, wd) in special.items()]
+    optimizer = torch.optim.SGD(groups, lr=lr_initial, momentum=momentum, weight_decay=weight_decay)
     gamma = (lr_final / lr_initial) ** (1.0 / max(epochs, 1))
     return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
 
@@ -376,6 +399,19 @@ def load_siamfc(checkpoint: str | Path | None = "default", config: SiamFCConfig 
 # ---------------------------------------------------------------------------------------------
 # Tracker
 # ---------------------------------------------------------------------------------------------
+
+
+def penalize_scale_changes(peaks: np.ndarray, penalties: np.ndarray) -> np.ndarray:
+    """Peak scores ``(K,)`` of the K scales after the scale penalty ``(K,)`` (1 for the unchanged scale).
+
+    The reference multiplies the raw peaks by the penalty (< 1), which lowers a positive peak but
+    *raises* a negative one (-2 * 0.97 = -1.94): when every scale scores below zero, as our logits do
+    on hard frames, a changed scale would win. Dividing negative peaks instead keeps it a penalty
+    for any sign, and equals the reference whenever the peak is positive.
+    """
+    peaks = np.asarray(peaks, dtype=np.float64)
+    penalties = np.asarray(penalties, dtype=np.float64)
+    return np.where(peaks >= 0, peaks * penalties, peaks / penalties)
 
 
 @dataclass
@@ -495,8 +531,7 @@ class SiamFCTracker(Tracker):
         feats = self.features(crops)
         responses = self.net.head(self.template, feats)[:, 0].cpu().numpy()  # (K, 17, 17)
         up = upsample_maps(responses, self.upscale_size)  # (K, 272, 272)
-        # Penalise scale changes (the reference multiplies the raw upsampled maps).
-        peaks = up.reshape(len(up), -1).max(axis=1) * self.scale_penalties
+        peaks = penalize_scale_changes(up.reshape(len(up), -1).max(axis=1), self.scale_penalties)
         k = int(np.argmax(peaks))
         score = float(up[k].max())
         response = up[k] - up[k].min()

@@ -132,3 +132,13 @@ def format_comparison(c: PairedComparison) -> str:
     """One line, e.g. ``"+0.034 [+0.012, +0.057], 80/5/35 W/T/L, n=120"``."""
     return (f"{c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}], "
             f"{c.wins}/{c.ties}/{c.losses} W/T/L, n={c.n}")
+
+
+def per_sequence(summary: Mapping, key: str = "auc") -> dict[str, float]:
+    """``{sequence name: score}`` from a summary of :func:`mtl.eval.summarize` (its ``per_sequence`` part)."""
+    return {name: float(row[key]) for name, row in summary["per_sequence"].items()}
+
+
+def compare_summaries(a: Mapping, b: Mapping, key: str = "auc", **kwargs) -> PairedComparison:
+    """:func:`paired_bootstrap` of two trackers' summaries on the same sequences (``a - b`` of ``key``)."""
+    return paired_bootstrap(per_sequence(a, key), per_sequence(b, key), **kwargs)

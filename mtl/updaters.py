@@ -19,7 +19,7 @@ The rules here (Learning to Update, Sec. III-C; DiMP Table 3; GradNet Table 1):
 * :class:`SGDUpdater`: gradient descent on the target model alone (never the backbone), on search
   features stored from past confident frames with pseudo-labels centred at the tracked box; short-term
   when the peak logit is low, long-term every few frames (MDNet's schedule, as LU's baseline).
-* :class:`OracleUpdater`: the template re-extracted at the *ground-truth* box each frame. It cheats (it
+* :class:`GroundTruthTemplateUpdater`: the template re-extracted at the *ground-truth* box whenever most of the target shows. It cheats (it
   reads the annotation through the runner's ``set_sequence`` hook): an upper bound for any updater
   that only changes the template, not a tracker.
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mtl.eval import TRACKERS, make_tracker, register_tracker
-from mtl.losses import balanced_logistic_loss, siamfc_labels
+from mtl.losses import balanced_logistic_loss, balanced_weights, siamfc_labels
 from mtl.ops import crop_and_resize
 
 #: EMA rate of the registered ``*_ema`` trackers when none is given: UpdateNet's linear-update baseline
@@ -83,6 +83,10 @@ class NoUpdate(Updater):
 
     name = "none"
 
+    def fingerprint(self) -> None:
+        """None, as for a tracker without updater: both give the same boxes (and share cached runs)."""
+        return None
+
     def step(self, tracker, image, box, result) -> None:
         return None
 
@@ -105,19 +109,29 @@ class EMAUpdater(Updater):
         return (1 - self.rate) * tracker.template + self.rate * candidate
 
 
-class OracleUpdater(Updater):
-    """Re-extract the template at the ground-truth box of every frame: an upper bound that CHEATS.
+class GroundTruthTemplateUpdater(Updater):
+    """Re-extract the template at the ground-truth box whenever most of the target shows: a REFERENCE that cheats.
 
-    The evaluation runner calls ``tracker.set_sequence(seq)`` before a sequence when the tracker has
-    that method (:func:`mtl.eval.track_sequence`); :func:`make_updating_tracker` forwards it here. On
-    frames where the target is not visible (full occlusion, out of view) the oracle keeps the
-    template, since the ground-truth box then frames the occluder. It changes only the template, never
-    the tracker's position or scale: it bounds what *updating the target model* can buy.
+    It reads the annotation: the evaluation runner calls ``tracker.set_sequence(seq)`` before a
+    sequence when the tracker has that method (:func:`mtl.eval.track_sequence`), and
+    :func:`make_updating_tracker` forwards it here. On frames where less than ``min_cover`` of the
+    target is visible (``seq.cover``; the visibility flags when a dataset has no cover) it keeps the
+    template: there the ground-truth box frames mostly the occluder, and re-extracting would teach
+    the template the occluder. ``min_cover = 0.7`` keeps the occluder below 30% of the target's area
+    in every template it extracts (notebook 02 compares other fractions on the val split).
+
+    It is *not* an upper bound: it changes only the template, never the tracker's position or scale,
+    and the freshest template is not always the one that tracks best (a template from a blurred or
+    unusually lit frame can track worse than the first). It shows what a template that follows the
+    target's appearance exactly can buy, on the sequences where that is the bottleneck.
     """
 
-    name = "oracle"
+    name = "gt_template"
 
-    def __init__(self):
+    def __init__(self, min_cover: float = 0.7):
+        if not 0 <= min_cover <= 1:
+            raise ValueError(f"min_cover must be in [0, 1], got {min_cover!r}")
+        self.min_cover = float(min_cover)
         self.sequence = None
 
     def set_sequence(self, sequence) -> None:
@@ -126,13 +140,16 @@ class OracleUpdater(Updater):
     def step(self, tracker, image, box, result) -> torch.Tensor | None:
         seq = self.sequence
         if seq is None:
-            raise RuntimeError("OracleUpdater needs the ground truth: call tracker.set_sequence(seq) before "
-                               "tracking (mtl.eval's runners do when the tracker comes from make_updating_tracker)")
+            raise RuntimeError("GroundTruthTemplateUpdater needs the ground truth: call tracker.set_sequence(seq) "
+                               "before tracking (mtl.eval's runners do when the tracker comes from make_updating_tracker)")
         f = tracker.frame_index
         if f >= len(seq):
-            raise RuntimeError(f"OracleUpdater: frame {f} is beyond sequence {seq.name!r} ({len(seq)} frames); "
-                               f"was set_sequence called with the sequence being tracked?")
+            raise RuntimeError(f"GroundTruthTemplateUpdater: frame {f} is beyond sequence {seq.name!r} "
+                               f"({len(seq)} frames); was set_sequence called with the sequence being tracked?")
         if seq.visible is not None and not seq.visible[f]:
+            return None
+        cover = getattr(seq, "cover", None)
+        if cover is not None and cover[f] < self.min_cover:
             return None
         return tracker.extract_template(image, seq.boxes[f])
 
@@ -185,6 +202,25 @@ def gradient_descent(loss_fn, template: torch.Tensor, lr: float, iterations: int
     return z.detach(), losses
 
 
+def curvature_bound(tracker, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Upper bound ``L`` on the Hessian of :func:`target_model_loss` w.r.t. the template, at every template.
+
+    ``features`` ``(N, C, H, W)``, ``labels`` ``(N, H-h+1, W-w+1)`` or one ``(H', W')`` map. The logistic
+    loss has second derivative ``σ'(s) <= 1/4`` in the logit, and the head is linear in the template
+    (``s = J θ + b``), so the Hessian ``Jᵀ diag(w σ') J`` is below ``(1/4) Jᵀ W J`` everywhere: the
+    Hessian of the quadratic ``(1/8) Σ w s²``, whose top eigenvalue :func:`largest_curvature` finds.
+    Unlike the curvature at one template it never collapses to 0 where the logits saturate.
+    """
+    if labels.dim() == 2:
+        labels = labels.expand(features.shape[0], *labels.shape)
+    weights = balanced_weights(labels[:, None]) / features.shape[0]
+
+    def gauss_newton(template: torch.Tensor) -> torch.Tensor:
+        return 0.125 * (weights * tracker.net.head(template, features).pow(2)).sum()
+
+    return largest_curvature(gauss_newton, tracker.template0)
+
+
 class SGDUpdater(Updater):
     """Online fine-tuning of the target model by gradient descent (LU's "SGD-based update", MDNet schedule).
 
@@ -202,16 +238,24 @@ class SGDUpdater(Updater):
     tracker's own head over the samples plus ``(weight_decay / 2) ||θ - θ_0||²``, with respect to the
     template alone (:func:`gradient_descent`): the backbone and head weights never change.
 
+    **Units.** With ``relative=True`` (default) ``lr`` and ``weight_decay`` are in units of ``L0``,
+    the largest curvature the first frame's loss can have at any template (:func:`curvature_bound`),
+    measured in :meth:`reset`: the applied step is ``lr / L0`` (stable below 2 on that frame)
+    and the proximal weight ``weight_decay * L0`` (it bounds the condition number by about
+    ``1 / weight_decay``). The same numbers then mean the same for SiamFC, whose head scales the
+    correlation by 0.004, and for CFNet, whose learned scale makes its curvature ~1e5 times larger;
+    absolute units (``relative=False``) reused across the two made CFNet's update diverge.
+
     The updater must see every frame (it stores samples and decides when to act), so it refuses a
     tracker with ``confidence_threshold`` or ``update_interval > 1``; its own thresholds play that role.
     """
 
     name = "sgd"
 
-    def __init__(self, lr: float = 1.0, iterations_short: int = 5, iterations_long: int = 10,
+    def __init__(self, lr: float = 0.5, iterations_short: int = 5, iterations_long: int = 10,
                  long_term_interval: int = 10, memory_size: int = 10, short_term_size: int = 3,
                  sample_threshold: float = 0.0, short_term_threshold: float = 0.0, momentum: float = 0.0,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, relative: bool = True):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
         for name, v in (("iterations_short", iterations_short), ("iterations_long", iterations_long)):
@@ -226,9 +270,12 @@ class SGDUpdater(Updater):
         self.long_term_interval, self.memory_size = int(long_term_interval), int(memory_size)
         self.short_term_size = int(short_term_size)
         self.sample_threshold, self.short_term_threshold = float(sample_threshold), float(short_term_threshold)
+        self.relative = bool(relative)
+        self._curvature = 1.0  # L0 of the current sequence (1 in absolute units)
         self._first = None
         self._memory: deque = deque(maxlen=self.memory_size - 1)
         self.counts = {"short": 0, "long": 0, "iterations": 0}
+        self.updates: list[dict] = []
 
     # memory ---------------------------------------------------------------------------------
 
@@ -256,6 +303,19 @@ class SGDUpdater(Updater):
         self._memory = deque(maxlen=self.memory_size - 1)
         self._first = self._sample(tracker, tracker.features(crop[None]), (0.0, 0.0))
         self.counts = {"short": 0, "long": 0, "iterations": 0}
+        self._curvature = 1.0
+        if self.relative:
+            self._curvature = max(curvature_bound(tracker, *self._first), 1e-30)
+
+    @property
+    def curvature(self) -> float:
+        """``L0`` of the current sequence (1.0 with ``relative=False``)."""
+        return self._curvature
+
+    @property
+    def step_size(self) -> float:
+        """The applied learning rate: ``lr / L0`` (``lr`` with ``relative=False``)."""
+        return self.lr / self._curvature
 
     def observe(self, tracker, result) -> None:
         """Store the chosen scale's search features of a frame with labels centred at the tracked target."""
@@ -270,25 +330,43 @@ class SGDUpdater(Updater):
 
     # optimisation ---------------------------------------------------------------------------
 
-    def loss_fn(self, tracker, samples):
-        """``f(θ)`` over ``samples`` (see the class docstring); returns a callable ``θ -> scalar tensor``."""
+    def loss_fn(self, tracker, samples, weight_decay: float | None = None):
+        """``f(θ)`` over ``samples`` (see the class docstring); returns a callable ``θ -> scalar tensor``.
+
+        ``weight_decay``: the proximal weight in absolute units (default: ``self.weight_decay``, times
+        ``L0`` when ``relative``).
+        """
         features = torch.cat([s[0] for s in samples])
         labels = torch.stack([s[1] for s in samples])
         anchor = tracker.template0.clone()
+        mu = self.weight_decay * self._curvature if weight_decay is None else float(weight_decay)
 
         def f(template: torch.Tensor) -> torch.Tensor:
             loss = target_model_loss(tracker, template, features, labels)
-            if self.weight_decay:
-                loss = loss + 0.5 * self.weight_decay * (template - anchor).pow(2).sum()
+            if mu:
+                loss = loss + 0.5 * mu * (template - anchor).pow(2).sum()
             return loss
 
         return f
 
     def optimize(self, tracker, samples, iterations: int) -> torch.Tensor:
-        """``iterations`` gradient steps from the current template on ``samples``; the new template."""
-        template, _ = gradient_descent(self.loss_fn(tracker, samples), tracker.template.clone(), self.lr,
-                                       iterations, self.momentum)
+        """``iterations`` gradient steps from the current template on ``samples``; the new template.
+
+        Each call appends ``{"frame", "iterations", "loss_before", "loss_after", "norm_ratio"}`` to
+        ``self.updates`` (the memory's loss before and after, ``||θ_new|| / ||θ_old||``; kept across
+        sequences, unlike ``counts``), so a notebook can check that updates lower the loss and keep the
+        template bounded.
+        """
+        loss_fn = self.loss_fn(tracker, samples)
+        before = tracker.template.clone()
+        template, losses = gradient_descent(loss_fn, before, self.step_size, iterations, self.momentum)
         self.counts["iterations"] += int(iterations)
+        if losses:
+            with torch.no_grad():
+                after = float(loss_fn(template))
+            self.updates.append({"frame": int(tracker.frame_index), "iterations": int(iterations),
+                                 "loss_before": losses[0], "loss_after": after,
+                                 "norm_ratio": float(template.norm() / before.norm().clamp_min(1e-30))})
         return template
 
     def step(self, tracker, image, box, result) -> torch.Tensor | None:
@@ -307,11 +385,11 @@ class SGDUpdater(Updater):
 # Trackers with an updater, and the registry
 # ---------------------------------------------------------------------------------------------
 
-UPDATERS = {"none": NoUpdate, "ema": EMAUpdater, "sgd": SGDUpdater, "oracle": OracleUpdater}
+UPDATERS = {"none": NoUpdate, "ema": EMAUpdater, "sgd": SGDUpdater, "gt_template": GroundTruthTemplateUpdater}
 
 
 def make_updater(kind: str, **kwargs) -> Updater:
-    """An updater by name: ``"none"``, ``"ema"`` (``rate=``), ``"sgd"`` (see :class:`SGDUpdater`), ``"oracle"``."""
+    """An updater by name: ``"none"``, ``"ema"`` (``rate=``), ``"sgd"`` (see :class:`SGDUpdater`), ``"gt_template"``."""
     if kind not in UPDATERS:
         raise KeyError(f"unknown updater {kind!r}; known: {sorted(UPDATERS)}")
     return UPDATERS[kind](**kwargs)
@@ -323,7 +401,7 @@ def make_updating_tracker(base: str = "siamfc", updater: str | Updater = "none",
 
     ``updater``: an :class:`Updater` or a name for :func:`make_updater`. Other keywords go to the
     base tracker's factory (``checkpoint=``, ``device=``, tracking options). When the updater reads the
-    ground truth (``set_sequence``, the oracle), the tracker gets a ``set_sequence`` method forwarding
+    ground truth (``set_sequence``, the ground-truth template), the tracker gets a ``set_sequence`` method forwarding
     to it, which the evaluation runners call before each sequence.
     """
     if isinstance(updater, str):
@@ -340,7 +418,7 @@ def make_updating_tracker(base: str = "siamfc", updater: str | Updater = "none",
 
 
 def _register_updating(base: str) -> None:
-    """Register ``<base>_ema``, ``<base>_sgd`` and ``<base>_oracle`` (``<base>`` itself is no update)."""
+    """Register ``<base>_ema``, ``<base>_sgd`` and ``<base>_gt_template`` (``<base>`` itself is no update)."""
 
     def ema(rate: float = DEFAULT_EMA_RATE, **kwargs):
         return make_updating_tracker(base, EMAUpdater(rate), **kwargs)
@@ -348,10 +426,10 @@ def _register_updating(base: str) -> None:
     def sgd(sgd_options: dict | None = None, **kwargs):
         return make_updating_tracker(base, SGDUpdater(**(sgd_options or {})), **kwargs)
 
-    def oracle(**kwargs):
-        return make_updating_tracker(base, OracleUpdater(), **kwargs)
+    def gt_template(min_cover: float = 0.7, **kwargs):
+        return make_updating_tracker(base, GroundTruthTemplateUpdater(min_cover), **kwargs)
 
-    for kind, factory in (("ema", ema), ("sgd", sgd), ("oracle", oracle)):
+    for kind, factory in (("ema", ema), ("sgd", sgd), ("gt_template", gt_template)):
         factory.__name__ = f"make_{base}_{kind}_tracker"
         factory.__doc__ = (f"Registry factory ``{base}_{kind}``: :func:`make_updating_tracker` with base "
                            f"``{base!r}`` and the {kind} updater; other keywords go to the base factory.")

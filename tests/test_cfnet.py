@@ -8,7 +8,7 @@ from mtl.cfnet import (CFNetConfig, CFNetNet, CFNetPairTransform, CFNetTracker, 
                        make_cfnet_tracker)
 from mtl.eval import make_tracker
 from mtl.siamfc import SiamFCConfig, SiamFCLoss
-from mtl.updaters import EMAUpdater, OracleUpdater
+from mtl.updaters import EMAUpdater, GroundTruthTemplateUpdater
 
 
 def _frame(cx=80, cy=60):
@@ -96,8 +96,8 @@ def test_cfnet_tracker_template_is_the_cropped_filter_and_updaters_apply():
 def test_cfnet_registry():
     t = make_tracker("cfnet", checkpoint=None)
     assert isinstance(t, CFNetTracker) and t.name == "cfnet"
-    oracle = make_tracker("cfnet_oracle", checkpoint=None)
-    assert isinstance(oracle.updater, OracleUpdater) and hasattr(oracle, "set_sequence")
+    oracle = make_tracker("cfnet_gt_template", checkpoint=None)
+    assert isinstance(oracle.updater, GroundTruthTemplateUpdater) and hasattr(oracle, "set_sequence")
     assert make_cfnet_tracker(checkpoint=None, cfnet_config=CFNetConfig(lam_init=3.0)).net.cf.lam.item() == \
         pytest.approx(3.0)
     with pytest.raises(FileNotFoundError, match="cfnet.pt"):

@@ -117,3 +117,20 @@ def test_tracker_fingerprint_names_config_and_updater():
     assert fp["config"]["width"] == 0.125 and fp["update_interval"] == 2
     assert fp["updater"] == {"class": "mtl.updaters.EMAUpdater", "rate": 0.03}
     assert np.isscalar(fp["weights"])
+
+
+def test_run_cached_shares_runs_between_identical_trackers_whatever_their_names(tmp_path, seqs, count_runs):
+    net = _net()
+    ev.run_cached(SiamFCTracker(net, name="first"), seqs, tmp_path, "fake", progress=False)
+    ev.run_cached(SiamFCTracker(net, name="second"), seqs, tmp_path, "fake", progress=False)
+    assert count_runs == ["a", "b"]
+    ev.run_cached(SiamFCTracker(net, window_influence=0.0), seqs, tmp_path, "fake", progress=False)
+    assert count_runs == ["a", "b"] * 2
+    assert len(list((tmp_path / "fake").iterdir())) == 2  # one folder per fingerprint
+
+
+def test_no_update_and_no_updater_share_a_fingerprint():
+    from mtl.updaters import NoUpdate
+
+    net = _net()
+    assert SiamFCTracker(net).fingerprint() == SiamFCTracker(net, updater=NoUpdate()).fingerprint()

@@ -75,3 +75,21 @@ def test_samplers_work_on_synthetic_sequences():
     assert z.shape == (240, 320, 3) and zb.shape == (4,)
     frames, boxes, vis = ClipSampler(seqs, 2, 4)[0]
     assert frames.shape == (4, 240, 320, 3)
+
+
+def test_pair_sampler_min_cover_keeps_only_mostly_visible_frames():
+    seq = _toy("a", 40)
+    seq.cover = np.where(np.arange(40) % 2 == 0, 1.0, 0.2)  # odd frames show only 20% of the target
+    sampler = PairSampler([seq], num_pairs=100, max_gap=10, seed=0, min_cover=0.3)
+    used = {int(z[0, 0, 0]) for z, _, x, _ in (sampler[i] for i in range(100))} | \
+           {int(x[0, 0, 0]) for z, _, x, _ in (sampler[i] for i in range(100))}
+    assert used and all(f % 2 == 0 for f in used)
+    # without a cover threshold the odd frames are drawn too
+    loose = PairSampler([seq], num_pairs=100, max_gap=10, seed=0)
+    assert any(int(loose[i][0][0, 0, 0]) % 2 for i in range(100))
+    with pytest.raises(ValueError, match="min_cover"):
+        PairSampler([seq], 3, min_cover=1.0)
+    seq_hidden = _toy("b", 5)
+    seq_hidden.cover = np.full(5, 0.1)
+    with pytest.raises(ValueError):
+        PairSampler([seq_hidden], 3, min_cover=0.3)

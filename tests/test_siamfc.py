@@ -352,3 +352,30 @@ def test_checkpoint_path_round_trip_and_cli_benchmark(tmp_path, monkeypatch):
     boxes = ev.read_boxes(files[0], 6)
     assert np.all(np.isfinite(boxes)) and np.all(boxes[:, 2:] > 0)
     np.testing.assert_allclose(boxes[0], _square_frame(40, 45, side=24)[1])  # frame 0 is the given box
+
+
+def test_scale_penalty_is_a_penalty_for_negative_peaks_too():
+    from mtl.siamfc import penalize_scale_changes
+
+    penalties = np.array([0.97, 1.0, 0.97])
+    # positive peaks: the reference rule (multiply)
+    np.testing.assert_allclose(penalize_scale_changes([2.0, 1.0, 3.0], penalties), [1.94, 1.0, 2.91])
+    # negative peaks: a changed scale must not gain from the penalty
+    out = penalize_scale_changes([-2.0, -2.0, -2.0], penalties)
+    assert out[1] == -2.0 and out[0] < -2.0 and out[2] < -2.0
+    assert int(np.argmax(out)) == 1  # equal raw peaks: the unchanged scale wins, as with positive peaks
+    assert int(np.argmax(penalize_scale_changes([2.0, 2.0, 2.0], penalties))) == 1
+
+
+def test_backbone_init_options():
+    from mtl.backbones import AlexNetV1
+
+    torch.manual_seed(0)
+    xavier = AlexNetV1(0.25, "xavier").conv1[0].weight.detach()
+    torch.manual_seed(0)
+    kaiming = AlexNetV1(0.25, "kaiming").conv1[0].weight.detach()
+    fan_in, fan_out = 3 * 11 * 11, xavier.shape[0] * 11 * 11
+    bound = (6 / (fan_in + fan_out)) ** 0.5
+    assert float(xavier.abs().max()) <= bound and not torch.equal(xavier, kaiming)
+    with pytest.raises(ValueError, match="init"):
+        AlexNetV1(0.25, "orthogonal")

@@ -129,3 +129,15 @@ def test_format_and_as_dict():
     assert type(d["wins"]) is int and type(d["ci_low"]) is float
     assert set(d) >= {"diff", "ci_low", "ci_high", "wins", "ties", "losses", "n", "n_resamples",
                       "confidence", "seed"}
+
+
+def test_compare_summaries_pairs_per_sequence_scores_by_name():
+    from mtl.stats import compare_summaries, per_sequence
+
+    a = {"per_sequence": {"s1": {"auc": 0.5}, "s2": {"auc": 0.7}}}
+    b = {"per_sequence": {"s2": {"auc": 0.4}, "s1": {"auc": 0.4}}}
+    assert per_sequence(a) == {"s1": 0.5, "s2": 0.7}
+    c = compare_summaries(a, b)
+    assert c.diff == pytest.approx(0.2) and c.n == 2 and (c.ci_low, c.ci_high) == pytest.approx((0.1, 0.3))
+    with pytest.raises(ValueError):
+        compare_summaries(a, {"per_sequence": {"s1": {"auc": 0.1}, "s3": {"auc": 0.2}}})

@@ -10,7 +10,7 @@ from mtl.data import Sequence
 from mtl.eval import make_tracker, run_ope
 from mtl.losses import siamfc_labels
 from mtl.siamfc import SiamFCNet, SiamFCTracker
-from mtl.updaters import (EMAUpdater, NoUpdate, OracleUpdater, SGDUpdater, Updater, gradient_descent,
+from mtl.updaters import (EMAUpdater, NoUpdate, GroundTruthTemplateUpdater, SGDUpdater, Updater, gradient_descent,
                           iterations_to_converge, largest_curvature, make_updater, make_updating_tracker,
                           shifted_labels, target_model_loss)
 
@@ -89,10 +89,10 @@ def test_ema_on_tracker_mixes_template_with_candidate_at_tracked_box():
     assert not torch.equal(tracker.template, t0)
 
 
-def test_oracle_equals_template_at_ground_truth_and_skips_invisible_frames():
+def test_gt_template_equals_template_at_ground_truth_and_skips_hidden_frames():
     visible = np.array([True, True, True, False, True])
     seq = _square_sequence(5, visible=visible)
-    oracle = OracleUpdater()
+    oracle = GroundTruthTemplateUpdater()
     tracker = _tracker(oracle)
     oracle.set_sequence(seq)
     tracker.init(seq.frame(0), seq.boxes[0])
@@ -104,25 +104,43 @@ def test_oracle_equals_template_at_ground_truth_and_skips_invisible_frames():
     assert torch.equal(tracker.template, before)
 
 
-def test_oracle_without_ground_truth_raises_clearly():
+def test_gt_template_keeps_the_template_when_most_of_the_target_is_covered():
+    seq = _square_sequence(4)
+    seq.cover = np.array([1.0, 0.9, 0.5, 0.7])
+    ref = GroundTruthTemplateUpdater(min_cover=0.7)
+    tracker = _tracker(ref)
+    ref.set_sequence(seq)
+    tracker.init(seq.frame(0), seq.boxes[0])
+    tracker.update(seq.frame(1))
+    after_1 = tracker.extract_template(seq.frame(1), seq.boxes[1])
+    torch.testing.assert_close(tracker.template, after_1)
+    tracker.update(seq.frame(2))  # only half visible: the box frames the occluder, keep the template
+    torch.testing.assert_close(tracker.template, after_1)
+    tracker.update(seq.frame(3))  # 0.7 visible: re-extract
+    torch.testing.assert_close(tracker.template, tracker.extract_template(seq.frame(3), seq.boxes[3]))
+    with pytest.raises(ValueError, match="min_cover"):
+        GroundTruthTemplateUpdater(min_cover=1.5)
+
+
+def test_gt_template_without_ground_truth_raises_clearly():
     seq = _square_sequence(2)
-    tracker = _tracker(OracleUpdater())
+    tracker = _tracker(GroundTruthTemplateUpdater())
     tracker.init(seq.frame(0), seq.boxes[0])
     with pytest.raises(RuntimeError, match="set_sequence"):
         tracker.update(seq.frame(1))
 
 
-def test_oracle_tracker_from_registry_receives_sequence_from_runner():
+def test_gt_template_tracker_from_registry_receives_sequence_from_runner():
     seq = _square_sequence(4)
-    tracker = make_tracker("siamfc_oracle", checkpoint=None, num_scales=1, response_up=4)
-    assert tracker.name == "siamfc_oracle" and hasattr(tracker, "set_sequence")
+    tracker = make_tracker("siamfc_gt_template", checkpoint=None, num_scales=1, response_up=4)
+    assert tracker.name == "siamfc_gt_template" and hasattr(tracker, "set_sequence")
     runs = run_ope(tracker, [seq], progress=False)
     assert runs["square"]["failed_frames"] == []  # no RuntimeError: the runner passed the ground truth
     torch.testing.assert_close(tracker.template, tracker.extract_template(seq.frame(3), seq.boxes[3]))
 
 
 def test_registry_names_and_updater_factory():
-    for name, kind in [("siamfc_ema", EMAUpdater), ("siamfc_sgd", SGDUpdater), ("siamfc_oracle", OracleUpdater)]:
+    for name, kind in [("siamfc_ema", EMAUpdater), ("siamfc_sgd", SGDUpdater), ("siamfc_gt_template", GroundTruthTemplateUpdater)]:
         t = make_tracker(name, checkpoint=None)
         assert isinstance(t.updater, kind) and t.name == name
     assert make_tracker("siamfc_ema", checkpoint=None, rate=0.3).updater.rate == 0.3
@@ -163,7 +181,7 @@ def test_shifted_labels_move_the_disc_and_clip():
 def test_sgd_reduces_loss_on_memory_and_never_touches_network():
     seq = _square_sequence(6)
     sgd = SGDUpdater(lr=50.0, iterations_short=2, iterations_long=5, long_term_interval=2, memory_size=4,
-                     sample_threshold=-1e9, short_term_threshold=-1e9)
+                     sample_threshold=-1e9, short_term_threshold=-1e9, relative=False)
     tracker = _tracker(sgd)
     params = {k: v.detach().clone() for k, v in tracker.net.state_dict().items()}
     flags = {k: p.requires_grad for k, p in tracker.net.named_parameters()}
@@ -188,6 +206,47 @@ def test_sgd_reduces_loss_on_memory_and_never_touches_network():
         assert torch.equal(v, params[k]), k
     for k, p in tracker.net.named_parameters():
         assert p.requires_grad == flags[k] and p.grad is None, k
+
+
+def test_sgd_relative_step_keeps_templates_bounded_at_any_head_scale():
+    """lr in units of the first frame's curvature: one setting is stable for SiamFC-like (tiny) and
+    CFNet-like (large) head scales; the same absolute step blows the large-scale template up."""
+    seq = _square_sequence(6)
+    norms = {}
+    for scale in (1e-3, 1e2):
+        for relative, lr in ((True, 0.5), (False, 0.5 / 1e-3)):
+            sgd = SGDUpdater(lr=lr, iterations_short=0, iterations_long=20, long_term_interval=2,
+                             sample_threshold=-1e9, relative=relative)
+            tracker = _tracker(sgd)
+            tracker.net.head.out_scale = scale
+            tracker.init(seq.frame(0), seq.boxes[0])
+            before = float(tracker.template.norm())
+            for f in range(1, 5):
+                tracker.update(seq.frame(f))
+            norms[scale, relative] = float(tracker.template.norm()) / before
+            if relative:
+                assert sgd.step_size == pytest.approx(0.5 / sgd.curvature)
+                assert sgd.curvature > 0
+    for scale in (1e-3, 1e2):
+        assert 0.5 <= norms[scale, True] <= 2.0, norms
+    assert not 0.5 <= norms[1e2, False] <= 2.0, norms  # the absolute step tuned elsewhere diverges
+
+
+def test_curvature_bound_is_above_the_hessian_everywhere_and_tight_near_zero_logits():
+    from mtl.updaters import curvature_bound, largest_curvature
+
+    torch.manual_seed(0)
+    tracker = SimpleNamespace(net=SimpleNamespace(head=lambda z, x: torch.nn.functional.conv2d(x, z) * 0.1),
+                              template0=torch.zeros(1, 3, 2, 2, dtype=torch.float64))
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    labels = torch.from_numpy(np.stack([shifted_labels(4, (0, 0), 1.0), shifted_labels(4, (1, 0), 1.0)])).double()
+    bound = curvature_bound(tracker, x, labels)
+    f = lambda t: target_model_loss(tracker, t, x, labels)  # noqa: E731
+    for scale in (0.0, 0.3, 3.0):
+        z = scale * torch.randn(1, 3, 2, 2, dtype=torch.float64)
+        assert largest_curvature(f, z, iterations=100) <= bound * (1 + 1e-6)
+    # at zero logits sigma' = 1/4 exactly, so the bound is the Hessian there
+    assert largest_curvature(f, tracker.template0, iterations=200) == pytest.approx(bound, rel=1e-4)
 
 
 def test_sgd_short_term_on_low_confidence_and_refuses_gating():
