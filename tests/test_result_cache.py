@@ -134,3 +134,14 @@ def test_no_update_and_no_updater_share_a_fingerprint():
 
     net = _net()
     assert SiamFCTracker(net).fingerprint() == SiamFCTracker(net, updater=NoUpdate()).fingerprint()
+
+
+def test_worker_processes_give_the_same_boxes_as_one_process(tmp_path):
+    seqs = [FakeSequence(name, n=5, size=(96, 80), speed=s) for name, s in (("a", 2.0), ("b", 3.0), ("c", 1.0))]
+    net = _net()
+    one = ev.run_ope(SiamFCTracker(net), seqs, progress=False)
+    two = ev.run_ope(SiamFCTracker(net), seqs, out_dir=tmp_path, benchmark="fake", progress=False, processes=2)
+    assert list(two) == [s.name for s in seqs]  # in the order of the sequences, whatever finished first
+    for s in seqs:
+        np.testing.assert_allclose(two[s.name]["boxes"], one[s.name]["boxes"], atol=1e-3)  # files keep 3 decimals
+        assert ev.results_file(tmp_path, "fake", "siamfc", s.name).is_file()
