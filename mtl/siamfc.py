@@ -612,32 +612,36 @@ def make_siamfc_tracker(checkpoint: str | Path | None = "default", config: SiamF
 # ---------------------------------------------------------------------------------------------
 
 
-def speed_comparison(tracker: SiamFCTracker, sequence, max_frames: int = 60) -> dict:
+def speed_comparison(tracker: SiamFCTracker, sequences, max_frames: int = 60) -> dict:
     """Tracker FPS next to the backbone's forward-only FPS on the *same* search crops, in one run.
 
-    Frames are rendered beforehand (rendering is not tracking). For each frame we time
-    ``tracker.update`` and then, right after, the backbone alone on that frame's K search crops
-    (already converted to a tensor, gradients off, as inside the tracker). Interleaving the two
-    exposes both to the same machine load, which matters on a shared CPU. Returns
-    ``{"tracker_fps", "backbone_fps", "ratio", "frames", "num_scales", "threads"}`` with FPS =
-    1 / mean time; ``ratio`` = tracker / backbone (1.0: the tracker adds nothing to the forward pass).
+    ``sequences``: one sequence or a list; up to ``max_frames`` frames after frame 0 of each are used.
+    Frames are rendered beforehand, one sequence at a time (rendering is not tracking). For each
+    frame we time ``tracker.update`` and then, right after, the backbone alone on that frame's K
+    search crops (already converted to a tensor, gradients off, as inside the tracker). Interleaving
+    the two exposes both to the same machine load, which matters on a shared CPU; several sequences
+    average out the load's swings. Returns ``{"tracker_fps", "backbone_fps", "ratio", "frames",
+    "num_scales", "threads"}`` with FPS = frames / total time; ``ratio`` = tracker / backbone (1.0: the
+    tracker adds nothing to the forward pass).
     """
-    n = min(len(sequence), max_frames + 1)
-    frames = [as_rgb_array(sequence.frame(i)) for i in range(n)]
-    tracker.init(frames[0], sequence.boxes[0])
+    sequences = [sequences] if hasattr(sequences, "frame") else list(sequences)
     sync = torch.cuda.synchronize if tracker.device.type == "cuda" else (lambda: None)
     update_times, backbone_times = [], []
-    for image in frames[1:]:
-        start = time.perf_counter()
-        tracker.update(image)
-        update_times.append(time.perf_counter() - start)
-        batch = image_to_tensor(tracker.last_result.crops, tracker.config.channels_last).to(tracker.device)
-        sync()
-        with torch.no_grad():
+    for sequence in sequences:
+        n = min(len(sequence), max_frames + 1)
+        frames = [as_rgb_array(sequence.frame(i)) for i in range(n)]
+        tracker.init(frames[0], sequence.boxes[0])
+        for image in frames[1:]:
             start = time.perf_counter()
-            tracker.net.backbone(batch)
+            tracker.update(image)
+            update_times.append(time.perf_counter() - start)
+            batch = image_to_tensor(tracker.last_result.crops, tracker.config.channels_last).to(tracker.device)
             sync()
-            backbone_times.append(time.perf_counter() - start)
+            with torch.no_grad():
+                start = time.perf_counter()
+                tracker.net.backbone(batch)
+                sync()
+                backbone_times.append(time.perf_counter() - start)
     tracker_fps = 1.0 / float(np.mean(update_times))
     backbone_fps = 1.0 / float(np.mean(backbone_times))
     return {"tracker_fps": tracker_fps, "backbone_fps": backbone_fps, "ratio": tracker_fps / backbone_fps,
