@@ -389,7 +389,7 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
             levels = np.where(seq.visible, np.round(np.asarray(cover) * 8), 0).astype(int)
             (d / "cover.label").write_text("\n".join(str(c) for c in levels) + "\n")
             (d / "cut_by_image.label").write_text("0\n" * len(seq))  # the toolkit's dataset reads it
-            w, h = seq.frame(0).shape[1], seq.frame(0).shape[0]
+            h, w = seq.frame(0).shape[:2]
             (d / "meta_info.ini").write_text(f"[METAINFO]\nattributes: {tags}\nsource: mtl\n"
                                              f"resolution: ({w}, {h})\n")
     if format == "got10k":

@@ -385,8 +385,6 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     sooner than one two-threaded one). Boxes are the same as with ``processes=1``; the per-frame
     times are those of a one-thread tracker, so compare speeds only within one setting.
     """
-    from mtl.utils import seed_everything
-
     sequences = list(sequences)
     name = tracker_name or tracker.name
     reuse = (out_dir is not None
@@ -411,10 +409,17 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
             store(todo[i], run)
     else:
         for seq in _progress(todo, len(todo), f"OPE {name}", progress):
-            if seed is not None:
-                seed_everything(seed)
-            store(seq, track_sequence(tracker, seq))
+            store(seq, _track_seeded(tracker, seq, seed))
     return {seq.name: runs[seq.name] for seq in sequences}
+
+
+def _track_seeded(tracker, seq, seed: int | None) -> dict:
+    """:func:`track_sequence` after ``mtl.seed_everything(seed)`` (None: the generators as they are)."""
+    from mtl.utils import seed_everything
+
+    if seed is not None:
+        seed_everything(seed)
+    return track_sequence(tracker, seq)
 
 
 _WORKER_JOB: tuple | None = None  # (tracker, sequences, seed), inherited by forked workers
@@ -427,12 +432,8 @@ def _worker_init() -> None:
 
 
 def _worker_track(index: int):
-    from mtl.utils import seed_everything
-
     tracker, sequences, seed = _WORKER_JOB
-    if seed is not None:
-        seed_everything(seed)
-    return index, track_sequence(tracker, sequences[index])
+    return index, _track_seeded(tracker, sequences[index], seed)
 
 
 def _tracked_in_workers(tracker, sequences: list, seed, processes: int):

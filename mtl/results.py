@@ -84,6 +84,4 @@ def run_cache_dir(quick: bool) -> Path:
     Pass it as ``out_dir`` to :func:`mtl.eval.run_ope`: each tracker's per-sequence boxes are stored
     there with the tracker's fingerprint and reused while it matches (notebooks 01 and 02 share runs).
     """
-    from mtl.utils import QUICK_DIR
-
     return QUICK_DIR / "cache" if quick else ROOT / "runs" / "cache"

@@ -64,9 +64,9 @@ class PairSampler(_Sampler):
         if not 0 <= min_cover < 1:
             raise ValueError(f"min_cover must be in [0, 1), got {min_cover!r}")
         self.min_cover = float(min_cover)
-        self._frames = {}
-        sequences = [s for s in sequences if usable_frames(s, self.min_cover).size]
-        super().__init__(sequences, num_pairs, seed, transform, min_visible=1)
+        frames = [usable_frames(s, self.min_cover) for s in sequences]
+        super().__init__([s for s, f in zip(sequences, frames) if f.size], num_pairs, seed, transform, min_visible=1)
+        self._frames = [f for f in frames if f.size]  # aligned with self.sequences
         if max_gap < 0:
             raise ValueError(f"max_gap must be >= 0, got {max_gap}")
         self.max_gap = int(max_gap)
@@ -74,10 +74,7 @@ class PairSampler(_Sampler):
     def __getitem__(self, i: int):
         rng = self._rng(i)
         k = self._usable[rng.integers(len(self._usable))]
-        seq = self.sequences[k]
-        if k not in self._frames:
-            self._frames[k] = usable_frames(seq, self.min_cover)
-        vis = self._frames[k]
+        seq, vis = self.sequences[k], self._frames[k]
         z = int(rng.choice(vis))
         near = vis[np.abs(vis - z) <= self.max_gap]
         others = near[near != z]

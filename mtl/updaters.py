@@ -330,16 +330,15 @@ class SGDUpdater(Updater):
 
     # optimisation ---------------------------------------------------------------------------
 
-    def loss_fn(self, tracker, samples, weight_decay: float | None = None):
+    def loss_fn(self, tracker, samples):
         """``f(θ)`` over ``samples`` (see the class docstring); returns a callable ``θ -> scalar tensor``.
 
-        ``weight_decay``: the proximal weight in absolute units (default: ``self.weight_decay``, times
-        ``L0`` when ``relative``).
+        The proximal weight is ``weight_decay`` (times ``L0`` when ``relative``).
         """
         features = torch.cat([s[0] for s in samples])
         labels = torch.stack([s[1] for s in samples])
         anchor = tracker.template0.clone()
-        mu = self.weight_decay * self._curvature if weight_decay is None else float(weight_decay)
+        mu = self.weight_decay * self._curvature
 
         def f(template: torch.Tensor) -> torch.Tensor:
             loss = target_model_loss(tracker, template, features, labels)
