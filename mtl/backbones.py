@@ -12,6 +12,8 @@ Output sizes for the standard crops: exemplar 127 -> 6x6, search 255 -> 22x22, t
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -72,6 +74,12 @@ class AlexNetV1(nn.Sequential):
         self.total_stride = ALEXNET_STRIDE
         self.init = init
         self.reset_parameters()
+
+    def __getitem__(self, index):
+        """``backbone[i]``: block i; ``backbone[a:b]``: those blocks as a plain ``nn.Sequential`` sharing the weights."""
+        if isinstance(index, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[index]))
+        return super().__getitem__(index)
 
     def reset_parameters(self) -> None:
         """Zero biases, unit BN scales, and convolutions drawn by ``self.init``.

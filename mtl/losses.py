@@ -43,6 +43,20 @@ def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
     return pos * w_pos + neg * w_neg
 
 
+def balanced_logistic_loss_per_map(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Balanced logistic loss of every map: ``scores`` ``(..., H, W)`` -> ``(...)``.
+
+    ``labels``: 0/1 targets broadcastable to ``scores`` (one ``(H, W)`` map for all, or one per map).
+    Entry ``m`` is ``sum_u w_u * BCEWithLogits(scores[m, u], labels[m, u])`` with weights from
+    :func:`balanced_weights` (each map's weights sum to 1). GradNet needs it per map: each template's
+    loss is the mean over the maps *it* produced.
+    """
+    labels = torch.as_tensor(labels, dtype=scores.dtype, device=scores.device).expand_as(scores)
+    weights = balanced_weights(labels)
+    per_cell = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+    return (weights * per_cell).sum(dim=(-2, -1))
+
+
 def balanced_logistic_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Balanced logistic loss, averaged over the maps of a batch (scalar tensor).
 
@@ -50,11 +64,6 @@ def balanced_logistic_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.
         scores: logits ``(B, 1, H, W)`` (or ``(B, H, W)``).
         labels: 0/1 targets broadcastable to ``scores``, e.g. one ``(H, W)`` map for the whole batch.
     Returns:
-        ``mean_b sum_u w_u * BCEWithLogits(scores[b, u], labels[u])`` with weights from
-        :func:`balanced_weights` (each map's weights sum to 1).
+        the mean over maps of :func:`balanced_logistic_loss_per_map`.
     """
-    labels = torch.as_tensor(labels, dtype=scores.dtype, device=scores.device).expand_as(scores)
-    weights = balanced_weights(labels)
-    per_cell = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
-    n_maps = scores.numel() // (scores.shape[-1] * scores.shape[-2])
-    return (weights * per_cell).sum() / n_maps
+    return balanced_logistic_loss_per_map(scores, labels).mean()

@@ -186,8 +186,12 @@ class SiamFCPairTransform:
         self.config = config or SiamFCConfig()
         self.augment = augment
 
-    def crop(self, frame: np.ndarray, box, out_size: int, rng=None) -> np.ndarray:
-        """One augmented crop ``(out_size, out_size, 3)`` uint8 of ``frame`` around ``box``."""
+    def crop(self, frame: np.ndarray, box, out_size: int, rng=None, offset=(0, 0)) -> np.ndarray:
+        """One augmented crop ``(out_size, out_size, 3)`` uint8 of ``frame`` around ``box``.
+
+        ``offset``: ``[dx, dy]`` crop pixels added to the random shift (the crop's centre moves by it,
+        so the target appears ``-offset`` from the centre); GradNet's shifted labels use it.
+        """
         cfg = self.config
         center, size = box_to_center(box)
         # image pixels per search-crop pixel: the 255 search region spans z_sz * 255 / 127
@@ -198,7 +202,7 @@ class SiamFCPairTransform:
             stretch = 1.0 + r.uniform(-cfg.max_stretch, cfg.max_stretch)
             shift = r.integers(-cfg.max_shift, cfg.max_shift + 1, size=2)
         per = pixels_per_crop_px / stretch
-        return crop_and_resize(frame, center + shift * per, out_size * per, out_size)
+        return crop_and_resize(frame, center + (shift + np.asarray(offset)) * per, out_size * per, out_size)
 
     def __call__(self, z_frame, z_box, x_frame, x_box, rng=None) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config

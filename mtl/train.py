@@ -63,7 +63,8 @@ def evaluate_loss(model: nn.Module, step_fn: Callable, loader: Iterable, device:
 def fit(model: nn.Module, step_fn: Callable[[nn.Module, Any], Any], train_loader: Iterable,
         val_loader: Iterable | None = None, *, epochs: int, optimizer: torch.optim.Optimizer,
         scheduler: Any = None, device: torch.device | str = "cpu", desc: str = "train",
-        grad_clip: float | None = None, progress: bool = True) -> dict[str, list]:
+        grad_clip: float | None = None, progress: bool = True,
+        on_epoch_end: Callable[[int, nn.Module, dict], None] | None = None) -> dict[str, list]:
     """Train ``model`` for ``epochs`` epochs; return the history.
 
     Args:
@@ -74,6 +75,8 @@ def fit(model: nn.Module, step_fn: Callable[[nn.Module, Any], Any], train_loader
         optimizer: stepped once per batch. scheduler: stepped once per *epoch* (None: constant lr).
         grad_clip: max global gradient norm (None: no clipping).
         progress: show a tqdm bar (epochs x batches) with the running loss.
+        on_epoch_end: ``on_epoch_end(epoch, model, history)`` after each epoch's validation (e.g. to keep
+            a snapshot of the weights for a later evaluation).
     Returns:
         ``{"epoch": [1..E], "lr": [...], "seconds": [...], "train_<k>": [...], "val_<k>": [...]}``
         with one entry per epoch for every scalar ``k`` the step logs (``loss`` at least); plain
@@ -124,6 +127,8 @@ def fit(model: nn.Module, step_fn: Callable[[nn.Module, Any], Any], train_loader
             for k, v in evaluate_loss(model, step_fn, val_loader, device).items():
                 history.setdefault(f"val_{k}", []).append(v)
         history["seconds"].append(time.perf_counter() - start)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model, history)
         if bar is not None:
             post = {"epoch": epoch, "loss": f"{history['train_loss'][-1]:.4f}"}
             if "val_loss" in history:

@@ -170,6 +170,17 @@ def shifted_labels(size: int, offset, radius_cells: float) -> np.ndarray:
     return np.roll(siamfc_labels(size, radius_cells), (dy, dx), axis=(0, 1))
 
 
+def tracked_offset(tracker, result) -> np.ndarray:
+    """Where the tracker put the target on a frame, in score-map cells ``[dx, dy]`` from the chosen scale's map centre.
+
+    Image pixels -> search-crop pixels of the chosen scale -> cells (stride 8): the offset of the
+    pseudo-label (:func:`shifted_labels`) for a sample made of ``result.features[result.scale_index]``.
+    """
+    cfg = tracker.config
+    crop_side = result.search_size * result.scale_factors[result.scale_index]
+    return (result.center - result.search_center) * cfg.instance_size / crop_side / cfg.total_stride
+
+
 def target_model_loss(tracker, template: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The tracker's training loss as a function of its target model only.
 
@@ -322,11 +333,7 @@ class SGDUpdater(Updater):
         if result.score < self.sample_threshold:
             return
         k = result.scale_index
-        cfg = tracker.config
-        # image pixels -> search-crop pixels of scale k -> score-map cells
-        crop_side = result.search_size * result.scale_factors[k]
-        offset = (result.center - result.search_center) * cfg.instance_size / crop_side / cfg.total_stride
-        self._memory.append(self._sample(tracker, result.features[k:k + 1], offset))
+        self._memory.append(self._sample(tracker, result.features[k:k + 1], tracked_offset(tracker, result)))
 
     # optimisation ---------------------------------------------------------------------------
 
