@@ -82,6 +82,19 @@ class Sequence:
             raise RuntimeError(f"{self.name}: this sequence has no frames attached")
         return self.frame_loader(self._check_index(i))
 
+    def first(self, n: int | None) -> "Sequence":
+        """The sequence cut to its first ``n`` frames (same name: quick-mode smoke runs); itself when ``n`` is None or >= its length.
+
+        A cut sequence is another sequence: keep its results apart (e.g. a ``-first<n>`` benchmark name).
+        """
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ValueError(f"a sequence needs at least 1 frame, got n={n}")
+        return Sequence(self.name, self.boxes[:n], attributes=self.attributes, visible=self.visible[:n],
+                        cover=None if self.cover is None else self.cover[:n], meta=self.meta,
+                        sources=self.sources, frame_loader=self.frame_loader)
+
 
 # ------------------------------------------------------------------------------------ file reading
 

@@ -464,6 +464,21 @@ def run_cached(tracker, sequences, cache_dir, benchmark: str, seed: int | None =
                    tracker_name=f"run-{key}", processes=processes)
 
 
+def evaluate_cached(trackers: dict, sequences, cache_dir, benchmark: str, seed: int | None = 0, processes: int = 1,
+                    progress: bool = True) -> dict:
+    """``{name: summarize(run_cached(tracker, ...))}`` for ``trackers`` ``{name: tracker}``: the notebooks' accuracy runs.
+
+    Each run is stored in (and reused from) the results cache, keyed by the tracker's fingerprint
+    (:func:`run_cached`). ``processes`` > 1 spreads sequences over single-thread workers: same boxes,
+    less wall time; their per-frame times are a one-thread tracker's, so read no speed from these runs
+    (:func:`run_side_by_side` measures speed).
+    """
+    sequences = list(sequences)
+    return {name: summarize(run_cached(t, sequences, cache_dir, benchmark, seed=seed, progress=progress,
+                                       processes=processes), sequences)
+            for name, t in trackers.items()}
+
+
 def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
     """One-pass evaluation of several trackers, interleaved sequence by sequence, in this process.
 

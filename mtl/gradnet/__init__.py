@@ -12,9 +12,9 @@ Parts, pytracking-style:
 """
 from mtl.gradnet.net import GRADNET_QUICK_OVERRIDES, GradNetConfig, GradNetNet, GradNetOutput, UpdateBranch, config_variant
 from mtl.gradnet.tracker import DEFAULT_TRACKING, VARIANTS, GradNetUpdater, make_gradnet_tracker
-from mtl.gradnet.train import (GradNetLoss, GradNetPairTransform, load_gradnet, load_snapshots, snapshots_path,
+from mtl.gradnet.train import (GradNetLoss, GradNetPairTransform, gradnet_loaders, load_gradnet, load_snapshots, snapshots_path,
                                train_gradnet, train_key)
 
 __all__ = ["GRADNET_QUICK_OVERRIDES", "GradNetConfig", "GradNetNet", "GradNetOutput", "UpdateBranch", "config_variant",
            "DEFAULT_TRACKING", "VARIANTS", "GradNetUpdater", "make_gradnet_tracker", "GradNetLoss",
-           "GradNetPairTransform", "load_gradnet", "load_snapshots", "snapshots_path", "train_gradnet", "train_key"]
+           "GradNetPairTransform", "gradnet_loaders", "load_gradnet", "load_snapshots", "snapshots_path", "train_gradnet", "train_key"]

@@ -71,6 +71,20 @@ class GradNetLoss:
         return {"loss": loss_star, "loss_before": before, "gain": before - loss_star.detach()}
 
 
+def gradnet_loaders(config: GradNetConfig, siamfc_config: SiamFCConfig, *, quick: bool, num_workers: int | None = None):
+    """``(train_loader, val_loader)`` of GradNet's batches ``(z (B, 3, 127, 127), x (B, 3, 239, 239), labels (B, 15, 15))``.
+
+    Training pairs are shifted by up to ``config.label_shift`` cells (new pairs every epoch, seed
+    ``config.seed + 11``: other pairs than SiamFC's 0 and CFNet's 7); validation pairs are SiamFC's
+    (seed + 1, no augmentation, centred labels), so the val losses of the notebooks compare.
+    """
+    transform = functools.partial(GradNetPairTransform, label_shift=config.label_shift)
+    return pair_loaders(siamfc_config, transform, quick=quick, epochs=config.epochs,
+                        pairs_per_epoch=config.pairs_per_epoch, val_pairs=config.val_pairs,
+                        batch_size=config.batch_size, train_seed=config.seed + 11, val_seed=config.seed + 1,
+                        num_workers=siamfc_config.num_workers if num_workers is None else num_workers)
+
+
 def train_key(config: GradNetConfig, siamfc_config: SiamFCConfig) -> dict:
     """The checkpoint key: GradNet's config and the SiamFC training config it starts from."""
     return {"gradnet": dataclasses.asdict(config), "siamfc": siamfc_config.train_key()}
@@ -119,12 +133,8 @@ def train_gradnet(config: GradNetConfig | None = None, siamfc_config: SiamFCConf
         model.load_state_dict(GradNetNet.from_siamfc(siamfc, cfg).state_dict())
         seed_everything(cfg.seed)
         model.to(device)
+        train_loader, val_loader = gradnet_loaders(cfg, scfg, quick=quick)
         transform = functools.partial(GradNetPairTransform, label_shift=cfg.label_shift)
-        # seed offset 11: other pairs than SiamFC (0) and CFNet (7) trained on
-        train_loader, val_loader = pair_loaders(
-            scfg, transform, quick=quick, epochs=cfg.epochs, pairs_per_epoch=cfg.pairs_per_epoch,
-            val_pairs=cfg.val_pairs, batch_size=cfg.batch_size, train_seed=cfg.seed + 11,
-            val_seed=cfg.seed + 1, num_workers=scfg.num_workers)
         calibration, _ = pair_loaders(scfg, transform, quick=quick, epochs=1,
                                       pairs_per_epoch=cfg.calibration_batches * cfg.batch_size, val_pairs=1,
                                       batch_size=cfg.batch_size, train_seed=cfg.seed + 12, val_seed=0)
