@@ -107,7 +107,7 @@ def snapshots_path(checkpoint: str | Path) -> Path:
 
 def train_gradnet(config: GradNetConfig | None = None, siamfc_config: SiamFCConfig | None = None, *,
                   quick: bool = False, device="cpu", retrain: bool = False, progress: bool = True,
-                  directory: str | Path | None = None) -> tuple[GradNetNet, dict]:
+                  directory: str | Path | None = None, keep_snapshots: bool = True) -> tuple[GradNetNet, dict]:
     """Load the GradNet checkpoint for the configs or train it from SiamFC; ``(net in eval mode, meta)``.
 
     Steps: load (or train) the SiamFC of ``siamfc_config``; copy it into both branches; calibrate
@@ -115,7 +115,8 @@ def train_gradnet(config: GradNetConfig | None = None, siamfc_config: SiamFCConf
     ``L*``. ``meta``: ``history`` (per epoch: ``train_loss`` = L*, ``train_loss_before`` = L,
     ``train_gain``, their ``val_`` twins, ``lr``, ``seconds``), ``initial_val`` (the same logs before
     training), ``rms_grad`` and ``grad_scale`` (``c``), ``train_seconds``, ``loaded``, ``checkpoint``.
-    The trainable weights after each epoch are kept beside the checkpoint (:func:`snapshots_path`).
+    With ``keep_snapshots`` the trainable weights after each epoch are kept beside the checkpoint
+    (:func:`snapshots_path`).
     """
     from mtl.cache import checkpoint_path, load_or_train
     from mtl.siamfc import sgd_with_exponential_decay, train_siamfc
@@ -162,7 +163,7 @@ def train_gradnet(config: GradNetConfig | None = None, siamfc_config: SiamFCConf
 
     meta = load_or_train("gradnet", key, net, train_fn, retrain=retrain, quick=quick, directory=directory,
                          made_by=MADE_BY)
-    if snapshots:  # trained just now: store the per-epoch weights beside the checkpoint
+    if snapshots and keep_snapshots:  # trained just now: store the per-epoch weights beside the checkpoint
         import io
 
         buffer = io.BytesIO()
