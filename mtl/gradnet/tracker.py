@@ -55,7 +55,8 @@ class GradNetUpdater(Updater):
     with ``update_interval > 1`` or a ``confidence_threshold``. It sets the first target model in
     :meth:`reset` (GradNet updates on the first frame too). ``online=False`` keeps that first β*
     (Table 3's "w/o U"). ``updates`` logs each update: frame, ``F``, the sample's loss before and
-    after, and the relative change ``‖β* − U1(h)‖ / ‖U1(h)‖``.
+    after, the relative change ``‖β* − U1(h)‖ / ‖U1(h)‖`` and ``c · RMS(g)`` (U2's input scale; 1 on the
+    calibration batches).
     """
 
     name = "gradnet"
@@ -123,8 +124,9 @@ class GradNetUpdater(Updater):
             loss_after = net.template_losses(net.scores(self._beta, features, True), labels, True)
             self._h = torch.lerp(self._h, h_new, blend)
             change = float((self._beta - beta).norm() / beta.norm().clamp_min(1e-12))
+            grad_rms = float(net.grad_scale * g.pow(2).mean().sqrt())
         self.updates.append({"frame": frame, "peak": peak, "loss": float(loss.detach().sum()),
-                             "loss_after": float(loss_after.sum()), "change": change})
+                             "loss_after": float(loss_after.sum()), "change": change, "grad_rms": grad_rms})
         return float(scores.detach().max())
 
     # -- the update interface ------------------------------------------------------------------
