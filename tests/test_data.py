@@ -152,3 +152,20 @@ def test_read_boxes_without_image_size_and_write_split_rejects_bad_format(tmp_pa
     assert np.array_equal(read_boxes(p), [[1, 2, 3, 4]])
     with pytest.raises(ValueError, match="format"):
         write_split([], tmp_path, "vot")
+
+
+def test_first_cuts_every_per_frame_field_and_keeps_the_frames():
+    from mtl.data import Sequence
+
+    boxes = np.arange(20, dtype=np.float64).reshape(5, 4) + 1
+    seq = Sequence("s", boxes, visible=[1, 0, 1, 1, 1], cover=np.linspace(0, 1, 5), attributes={"occlusion"},
+                   frame_loader=lambda i: np.full((4, 4, 3), i, np.uint8))
+    cut = seq.first(3)
+    assert len(cut) == 3 and cut.name == "s" and cut.attributes == seq.attributes
+    assert np.array_equal(cut.boxes, boxes[:3]) and cut.visible.tolist() == [True, False, True]
+    assert np.array_equal(cut.cover, seq.cover[:3]) and cut.frame(2)[0, 0, 0] == 2
+    with pytest.raises(IndexError):
+        cut.frame(3)
+    assert seq.first(None) is seq and seq.first(10) is seq
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        seq.first(0)

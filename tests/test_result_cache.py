@@ -145,3 +145,14 @@ def test_worker_processes_give_the_same_boxes_as_one_process(tmp_path):
     for s in seqs:
         np.testing.assert_allclose(two[s.name]["boxes"], one[s.name]["boxes"], atol=1e-3)  # files keep 3 decimals
         assert ev.results_file(tmp_path, "fake", "siamfc", s.name).is_file()
+
+
+def test_evaluate_cached_summarises_each_tracker_and_reuses_its_run(seqs, tmp_path, count_runs):
+    trackers = {"plain": SiamFCTracker(_net(), num_scales=1), "other weights": SiamFCTracker(_net(1), num_scales=1)}
+    first = ev.evaluate_cached(trackers, seqs, tmp_path, "bench", progress=False)
+    assert set(first) == {"plain", "other weights"} and first["plain"]["n_seqs"] == 2
+    assert first["plain"]["per_sequence"].keys() == {"a", "b"}
+    assert len(count_runs) == 4  # two trackers x two sequences
+    again = ev.evaluate_cached({"renamed": SiamFCTracker(_net(), num_scales=1)}, seqs, tmp_path, "bench", progress=False)
+    assert len(count_runs) == 4  # same fingerprint under another name: served from the cache
+    assert again["renamed"]["auc"] == first["plain"]["auc"]
