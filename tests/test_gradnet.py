@@ -33,10 +33,15 @@ def test_second_order_path_passes_gradcheck_and_is_needed(tiny):
     assert checks.first_order_difference(net, f2, x, labels) > 1e-3
 
 
-def test_templates_of_a_batch_are_independent(tiny):
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_templates_of_a_batch_are_independent(tiny, train_mode):
     net, (f2, x, labels) = tiny
-    assert checks.joint_vs_own_gradient(net, f2, x, labels) < 1e-12
-    assert checks.alone_vs_batch(net, f2, x, labels) < 1e-12
+    net.train(train_mode)  # in train mode too: no batch statistics couple the templates
+    try:
+        assert checks.joint_vs_own_gradient(net, f2, x, labels) < 1e-12
+        assert checks.alone_vs_batch(net, f2, x, labels) < 1e-12
+    finally:
+        net.eval()
 
 
 def test_train_mode_keeps_batch_norm_statistics(tiny):
@@ -81,22 +86,60 @@ def test_gradnet_tracker_with_zero_update_tracks_as_siamfc(weight):
     assert [u["frame"] for u in updater.updates][:3] == [0, 2, 4]  # the first frame's update, then every 2nd frame
 
 
-def test_learned_update_changes_the_template_and_lowers_the_sample_loss():
+@pytest.mark.parametrize("sign", [-1.0, 1.0])
+def test_update_moves_the_sample_loss_the_way_u2_points(sign):
     torch.manual_seed(0)
     net = GradNetNet.from_siamfc(SiamFCNet(width=0.25)).eval()
-    net.grad_scale.fill_(1e4)
-    with torch.no_grad():  # U2 as a (hand-made) descent step: h2 = f2 - 0.1 * tanh(c g)
+    with torch.no_grad():  # a hand-made U2: h2 = f2 + sign * tanh(0.1 * c * g), a step against (or along) the gradient
         net.update_branch.conv.weight.zero_()
         net.update_branch.conv.bias.zero_()
         for ch in range(net.update_branch.conv.out_channels):
-            net.update_branch.conv.weight[ch, ch, 1, 1] = -1.0
-        net.update_branch.bn.weight.fill_(0.1)
+            net.update_branch.conv.weight[ch, ch, 1, 1] = sign
+        net.update_branch.bn.weight.fill_(0.1 * (1 + 1e-6) ** 0.5)
     seq = _square_sequence(8)
     updater = GradNetUpdater(interval=1)
+    net.grad_scale.fill_(1.0)
     tracker = SiamFCTracker(net, updater=updater, num_scales=1, response_up=4)
+    tracker.init(seq.frame(0), seq.boxes[0])
+    # calibrate c on the first frame's sample so that the step is small but visible
+    net.grad_scale.fill_(1.0 / max(updater.updates[0]["grad_rms"], 1e-30))
     track_sequence(tracker, seq)
+    lowered = [u["loss_after"] < u["loss"] for u in updater.updates]
+    assert len(lowered) == len(seq)  # frame 0 plus every later frame (interval 1)
+    assert np.mean(lowered) >= 0.8 if sign < 0 else np.mean(lowered) <= 0.2
     assert all(u["change"] > 0 for u in updater.updates)
-    assert np.mean([u["loss_after"] < u["loss"] for u in updater.updates]) > 0.5
+
+
+def test_without_online_update_the_first_target_model_stays():
+    torch.manual_seed(0)
+    net = GradNetNet.from_siamfc(SiamFCNet(width=0.25)).eval()
+    with torch.no_grad():
+        net.update_branch.bn.weight.fill_(0.5)  # a non-zero U2, so an update would change the template
+    seq = _square_sequence(12)
+    updater = GradNetUpdater(online=False)
+    tracker = SiamFCTracker(net, updater=updater, num_scales=1, response_up=4)
+    tracker.init(seq.frame(0), seq.boxes[0])
+    first = tracker.template.clone()
+    assert not torch.equal(first, tracker.template0)  # β* from the first frame differs from SiamFC's template
+    for f in range(1, len(seq)):
+        tracker.update(seq.frame(f))
+    assert torch.equal(tracker.template, first) and [u["frame"] for u in updater.updates] == [0]
+    assert len(updater._memory) <= updater.memory_size
+
+
+def test_tracker_samples_are_labelled_where_the_target_was_put():
+    from types import SimpleNamespace
+
+    from mtl.updaters import shifted_labels, tracked_offset
+
+    tracker = SimpleNamespace(config=SiamFCConfig())
+    # search crop of scale 1 is 255 px of image around (100, 100); the target was put 16 px right and 8 px up
+    result = SimpleNamespace(search_size=255.0, scale_factors=np.array([1 / 1.0375, 1.0, 1.0375]), scale_index=1,
+                             center=np.array([116.0, 92.0]), search_center=np.array([100.0, 100.0]))
+    offset = tracked_offset(tracker, result)
+    assert np.allclose(offset, [2.0, -1.0])  # 16 px / 8 px per cell, -8 px / 8
+    rows, cols = np.nonzero(shifted_labels(17, offset, 2.0))
+    assert (cols.mean(), rows.mean()) == (10.0, 7.0)  # centre cell (8, 8) moved 2 right, 1 up
 
 
 def test_bad_configurations_are_refused():
@@ -146,6 +189,8 @@ def test_registered_variants():
 def test_quick_training_writes_a_reloadable_checkpoint(tmp_path):
     net, meta = train_gradnet(quick=True, directory=tmp_path, progress=False)
     assert not meta["loaded"] and meta["grad_scale"] == pytest.approx(1 / meta["rms_grad"], rel=1e-5)
+    assert float(net.update_branch.bn.weight.detach().abs().max()) > 0  # U2 left its exact-zero start
+    assert np.isfinite(meta["history"]["val_loss"][-1])
     assert sorted(load_snapshots(meta["checkpoint"])) == [0, 1]
     again, meta2 = train_gradnet(quick=True, directory=tmp_path, progress=False)
     assert meta2["loaded"]

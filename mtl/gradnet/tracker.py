@@ -14,8 +14,8 @@ are options, off or on as the notebook chooses on val:
   fusion ``(1 − w) S + w S*`` of the logit maps, at the cost of one correlation. The code fuses the two
   maps after upsampling, min-shifting and sum-normalising each (0.85 SiamFC + 0.15 GradNet) and lets
   only SiamFC's maps pick the scale; we do not reproduce that.
-* ``reliability``: the threshold ``thr`` is the mean peak of frames 1-5 (``"code"``) or the first
-  frame's peak (``"paper"``); a frame becomes a sample when its peak ``F >= min(keep_ratio thr, mean F
+* ``reliability``: the threshold ``thr`` is the mean peak of frames 1-5 (``"code"``) or the peak of the
+  first tracked frame (``"paper"``: the first frame's own peak, which we never search); a frame becomes a sample when its peak ``F >= min(keep_ratio thr, mean F
   of the stored samples)``; the store keeps the last ``memory_size``; an update uses the stored sample
   with the highest ``F``. ``F`` is the peak's probability ``σ(logit)``: our logits can be negative,
   where ratios of peaks would flip (the code's raw scores are positive).
@@ -115,8 +115,8 @@ class GradNetUpdater(Updater):
         return torch.lerp(tracker.template0, self._beta, self.fusion_weight)
 
     def _update(self, net: GradNetNet, features: torch.Tensor, labels: torch.Tensor, blend: float, frame: int,
-                peak: float) -> float:
-        """One GradNet step on a sample; sets β* and h; returns the raw peak of the map before the update."""
+                peak: float) -> None:
+        """One GradNet step on a sample ``(features (1, C, 22, 22), labels (17, 17))``: sets β* and h."""
         g, beta, scores, loss = net.inner_gradient(self._h, features, labels, all_pairs=True, create_graph=False)
         with torch.no_grad():
             h_new = net.update(self._h, g)
@@ -127,7 +127,6 @@ class GradNetUpdater(Updater):
             grad_rms = float(net.grad_scale * g.pow(2).mean().sqrt())
         self.updates.append({"frame": frame, "peak": peak, "loss": float(loss.detach().sum()),
                              "loss_after": float(loss_after.sum()), "change": change, "grad_rms": grad_rms})
-        return float(scores.detach().max())
 
     # -- the update interface ------------------------------------------------------------------
 
@@ -152,18 +151,16 @@ class GradNetUpdater(Updater):
         features = tracker.features(crop[None])
         size = features.shape[-1] - tracker.template0.shape[-1] + 1
         labels = torch.from_numpy(shifted_labels(size, (0, 0), cfg.positive_radius / cfg.total_stride))
-        peak0 = self._update(net, features, labels.to(features.device), 1.0, 0, float("nan"))
-        if self.reliability == "paper":
-            self._threshold = 1.0 / (1.0 + math.exp(-peak0))
+        self._update(net, features, labels.to(features.device), 1.0, 0, float("nan"))
         tracker.template = self._fused(tracker)
 
     def step(self, tracker, image, box, result) -> torch.Tensor | None:
         net = self._net(tracker)
         frame = tracker.frame_index
         peak = 1.0 / (1.0 + math.exp(-result.score))
-        if self.reliability == "code" and self._threshold is None:
+        if self._threshold is None:
             self._first_peaks.append(peak)
-            if len(self._first_peaks) == 5:
+            if len(self._first_peaks) == (5 if self.reliability == "code" else 1):
                 self._threshold = float(np.mean(self._first_peaks))
         stored = [p for _, _, p in self._memory]
         if self._threshold is None or peak >= min(self.keep_ratio * self._threshold,
