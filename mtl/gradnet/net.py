@@ -69,8 +69,8 @@ class GradNetConfig:
     second_order: bool = True
     update_weight_std: float = 0.01  # U2 conv weights N(0, 0.01) and bias 0.1, as t_scala5_zz in the code
     update_bias: float = 0.1
-    epochs: int = 5
-    pairs_per_epoch: int = 4800  # 5 x 600 steps of 8 pairs = 3,000 steps
+    epochs: int = 4
+    pairs_per_epoch: int = 4000  # 4 x 500 steps of 8 pairs = 2,000 steps (16 k templates; about 10 min on 2 cores)
     val_pairs: int = 200
     batch_size: int = 8
     lr_template: float = 1e-3
