@@ -82,6 +82,23 @@ def checkpoint_path(name: str, config: Any, *, quick: bool = False, directory: s
     return folder / f"{name}-{config_key(config)}.pt"
 
 
+def default_checkpoint(name: str, config: Any, quick_config: Any, hint: str) -> Path:
+    """The stored full-mode checkpoint of ``name``/``config``, or in quick mode (``MTL_QUICK=1``) the quick one of
+    ``quick_config`` when no full one exists.
+
+    Raises ``FileNotFoundError`` naming the file and ``hint`` (how to make it).
+    """
+    from mtl.utils import quick_mode
+
+    path = checkpoint_path(name, config, quick=False)
+    if not path.is_file() and quick_mode():
+        quick_path = checkpoint_path(name, quick_config, quick=True)
+        path = quick_path if quick_path.is_file() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no {name} checkpoint at {path}; {hint}")
+    return path
+
+
 def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], config: Any,
                     meta: Mapping[str, Any] | None = None) -> Path:
     """Atomically write ``state_dict`` with its config and JSON-able ``meta`` (e.g. training history)."""

@@ -246,8 +246,8 @@ def load_cfnet(checkpoint: str | Path | None = "default", config: CFNetConfig | 
     the quick one when no full one exists); a path -> that file; ``None`` -> a CFNet on a randomly
     initialised backbone (tests). Raises ``FileNotFoundError`` naming the file and how to make it.
     """
-    from mtl.cache import checkpoint_path, load_checkpoint
-    from mtl.utils import quick_mode, seed_everything
+    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.utils import seed_everything
 
     cfg = config or CFNetConfig()
     scfg = siamfc_config or SiamFCConfig()
@@ -255,14 +255,10 @@ def load_cfnet(checkpoint: str | Path | None = "default", config: CFNetConfig | 
         seed_everything(cfg.seed)
         return CFNetNet(scfg.width, cfg, scfg.instance_size).to(device).eval()
     if checkpoint == "default":
-        path = checkpoint_path("cfnet", _train_key(cfg, scfg), quick=False)
-        if not path.is_file() and quick_mode():
-            qcfg = dataclasses.replace(cfg, **CFNET_QUICK_OVERRIDES)
-            quick_path = checkpoint_path("cfnet", _train_key(qcfg, quick_config(scfg)), quick=True)
-            path = quick_path if quick_path.is_file() else path
-        if not path.is_file():
-            raise FileNotFoundError(f"no CFNet checkpoint at {path}; run notebooks/02_update_baselines.ipynb "
-                                    f"(or mtl.cfnet.train_cfnet()) to train it, or pass checkpoint=None")
+        qcfg = dataclasses.replace(cfg, **CFNET_QUICK_OVERRIDES)
+        path = default_checkpoint("cfnet", _train_key(cfg, scfg), _train_key(qcfg, quick_config(scfg)),
+                                  "run notebooks/02_update_baselines.ipynb (or mtl.cfnet.train_cfnet()) to train it, "
+                                  "or pass checkpoint=None")
     else:
         path = Path(checkpoint)
     state, meta = load_checkpoint(path)

@@ -375,22 +375,17 @@ def load_siamfc(checkpoint: str | Path | None = "default", config: SiamFCConfig 
     training config decides the width); ``None`` -> randomly initialised (tests, smoke runs).
     Raises ``FileNotFoundError`` naming the file and how to make it.
     """
-    from mtl.cache import checkpoint_path, load_checkpoint
-    from mtl.utils import quick_mode, seed_everything
+    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.utils import seed_everything
 
     cfg = config or SiamFCConfig()
     if checkpoint is None:
         seed_everything(cfg.seed)
         return SiamFCNet.from_config(cfg).to(device).eval()
     if checkpoint == "default":
-        path = checkpoint_path("siamfc", cfg.train_key(), quick=False)
-        if not path.is_file() and quick_mode():
-            quick_path = checkpoint_path("siamfc", quick_config(cfg).train_key(), quick=True)
-            path = quick_path if quick_path.is_file() else path
-        if not path.is_file():
-            raise FileNotFoundError(f"no SiamFC checkpoint at {path}; run notebooks/01_siamfc.ipynb "
-                                    f"(or `mtl reproduce --only 01`) to train it, or pass checkpoint=None "
-                                    f"for an untrained network")
+        path = default_checkpoint("siamfc", cfg.train_key(), quick_config(cfg).train_key(),
+                                  "run notebooks/01_siamfc.ipynb (or `mtl reproduce --only 01`) to train it, "
+                                  "or pass checkpoint=None for an untrained network")
     else:
         path = Path(checkpoint)
     state, meta = load_checkpoint(path)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from mtl.backbones import AlexNetV1
 from mtl.gradnet.net import GRADNET_QUICK_OVERRIDES, GradNetConfig, GradNetNet
@@ -118,7 +117,7 @@ def train_gradnet(config: GradNetConfig | None = None, siamfc_config: SiamFCConf
     With ``keep_snapshots`` the trainable weights after each epoch are kept beside the checkpoint
     (:func:`snapshots_path`).
     """
-    from mtl.cache import checkpoint_path, load_or_train
+    from mtl.cache import load_or_train
     from mtl.siamfc import sgd_with_exponential_decay, train_siamfc
     from mtl.train import evaluate_loss, fit
     from mtl.utils import atomic_write_bytes, seed_everything
@@ -188,9 +187,9 @@ def load_gradnet(checkpoint: str | Path | None = "default", config: GradNetConfi
     the quick one when no full one exists); a path -> that file; ``None`` -> GradNet on a randomly
     initialised SiamFC, U2 = 0 (tests). Raises ``FileNotFoundError`` naming the file and how to make it.
     """
-    from mtl.cache import checkpoint_path, load_checkpoint
+    from mtl.cache import default_checkpoint, load_checkpoint
     from mtl.siamfc import SiamFCNet
-    from mtl.utils import quick_mode, seed_everything
+    from mtl.utils import seed_everything
 
     cfg = config or GradNetConfig()
     scfg = siamfc_config or SiamFCConfig()
@@ -198,14 +197,9 @@ def load_gradnet(checkpoint: str | Path | None = "default", config: GradNetConfi
         seed_everything(scfg.seed)
         return GradNetNet.from_siamfc(SiamFCNet.from_config(scfg), cfg).to(device).eval()
     if checkpoint == "default":
-        path = checkpoint_path("gradnet", train_key(cfg, scfg), quick=False)
-        if not path.is_file() and quick_mode():
-            qcfg, qscfg = _configs(cfg, scfg, quick=True)
-            quick_path = checkpoint_path("gradnet", train_key(qcfg, qscfg), quick=True)
-            path = quick_path if quick_path.is_file() else path
-        if not path.is_file():
-            raise FileNotFoundError(f"no GradNet checkpoint ({cfg.variant}) at {path}; run notebooks/03_gradnet.ipynb "
-                                    f"(or mtl.gradnet.train_gradnet()) to train it, or pass checkpoint=None")
+        path = default_checkpoint("gradnet", train_key(cfg, scfg), train_key(*_configs(cfg, scfg, quick=True)),
+                                  f"({cfg.variant}) run notebooks/03_gradnet.ipynb (or mtl.gradnet.train_gradnet()) "
+                                  f"to train it, or pass checkpoint=None")
     else:
         path = Path(checkpoint)
     state, meta = load_checkpoint(path)
