@@ -181,6 +181,24 @@ def tracked_offset(tracker, result) -> np.ndarray:
     return (result.center - result.search_center) * cfg.instance_size / crop_side / cfg.total_stride
 
 
+def labelled_sample(tracker, features: torch.Tensor, offset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training sample for a target model: ``(features (1, C, 22, 22) as a normal tensor, labels (17, 17))``.
+
+    The labels are SiamFC's disc moved by ``offset`` cells (:func:`shifted_labels`), on the features' device.
+    """
+    cfg = tracker.config
+    size = features.shape[-1] - tracker.template0.shape[-1] + 1
+    labels = shifted_labels(size, offset, cfg.positive_radius / cfg.total_stride)
+    return features.clone(), torch.from_numpy(labels).to(features.device)  # clone outside inference mode
+
+
+def first_frame_sample(tracker, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`labelled_sample` of the first frame's search crop, centred on the box (one extra backbone pass at init)."""
+    cfg = tracker.config
+    crop = crop_and_resize(image, tracker.center, tracker.x_size, cfg.instance_size, pad_value=tracker.pad_color)
+    return labelled_sample(tracker, tracker.features(crop[None]), (0.0, 0.0))
+
+
 def target_model_loss(tracker, template: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The tracker's training loss as a function of its target model only.
 
@@ -290,15 +308,6 @@ class SGDUpdater(Updater):
 
     # memory ---------------------------------------------------------------------------------
 
-    def _radius(self, tracker) -> float:
-        return tracker.config.positive_radius / tracker.config.total_stride
-
-    def _sample(self, tracker, features: torch.Tensor, offset) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features ``(1, C, 22, 22)`` as a normal tensor, label map ``(17, 17)``) for the memory."""
-        size = features.shape[-1] - tracker.template.shape[-1] + 1
-        labels = torch.from_numpy(shifted_labels(size, offset, self._radius(tracker))).to(features.device)
-        return features.clone(), labels  # clone outside inference mode: autograd may save it later
-
     @property
     def memory(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The stored samples, oldest first: ``[(features (1, C, 22, 22), labels (17, 17))]``."""
@@ -309,10 +318,8 @@ class SGDUpdater(Updater):
             raise ValueError("SGDUpdater must see every frame: build the tracker with confidence_threshold=None "
                              "and update_interval=1 (SGDUpdater's own sample_threshold / long_term_interval "
                              "decide what it stores and when it optimises)")
-        cfg = tracker.config
-        crop = crop_and_resize(image, tracker.center, tracker.x_size, cfg.instance_size, pad_value=tracker.pad_color)
         self._memory = deque(maxlen=self.memory_size - 1)
-        self._first = self._sample(tracker, tracker.features(crop[None]), (0.0, 0.0))
+        self._first = first_frame_sample(tracker, image)
         self.counts = {"short": 0, "long": 0, "iterations": 0}
         self._curvature = 1.0
         if self.relative:
@@ -333,7 +340,7 @@ class SGDUpdater(Updater):
         if result.score < self.sample_threshold:
             return
         k = result.scale_index
-        self._memory.append(self._sample(tracker, result.features[k:k + 1], tracked_offset(tracker, result)))
+        self._memory.append(labelled_sample(tracker, result.features[k:k + 1], tracked_offset(tracker, result)))
 
     # optimisation ---------------------------------------------------------------------------
 

@@ -41,8 +41,8 @@ import torch
 
 from mtl.eval import register_tracker
 from mtl.gradnet.net import GradNetConfig, GradNetNet, config_variant
-from mtl.ops import crop_and_resize, image_to_tensor
-from mtl.updaters import Updater, shifted_labels, tracked_offset
+from mtl.ops import image_to_tensor
+from mtl.updaters import Updater, first_frame_sample, labelled_sample, tracked_offset
 
 #: GradNet's tracking options as registered (``siamfc_gradnet``), chosen on the val split in notebook 03:
 #: fusion weight 0.15 (val AUC .458 against .440 at 0.5 and .364 at 1; SiamFC .436) with the code's rules.
@@ -148,11 +148,7 @@ class GradNetUpdater(Updater):
                 self._beta = net.upper(self._h)
             tracker.template = self._fused(tracker)
             return
-        crop = crop_and_resize(image, tracker.center, tracker.x_size, cfg.instance_size, pad_value=tracker.pad_color)
-        features = tracker.features(crop[None])
-        size = features.shape[-1] - tracker.template0.shape[-1] + 1
-        labels = torch.from_numpy(shifted_labels(size, (0, 0), cfg.positive_radius / cfg.total_stride))
-        self._update(net, features, labels.to(features.device), 1.0, 0, float("nan"))
+        self._update(net, *first_frame_sample(tracker, image), 1.0, 0, float("nan"))
         tracker.template = self._fused(tracker)
 
     def step(self, tracker, image, box, result) -> torch.Tensor | None:
@@ -167,10 +163,7 @@ class GradNetUpdater(Updater):
         if self._threshold is None or peak >= min(self.keep_ratio * self._threshold,
                                                    float(np.mean(stored)) if stored else math.inf):
             k = result.scale_index
-            size = result.features.shape[-1] - tracker.template0.shape[-1] + 1
-            cfg = tracker.config
-            labels = shifted_labels(size, tracked_offset(tracker, result), cfg.positive_radius / cfg.total_stride)
-            self._memory.append((result.features[k:k + 1].clone(), torch.from_numpy(labels).to(result.features.device),
+            self._memory.append((*labelled_sample(tracker, result.features[k:k + 1], tracked_offset(tracker, result)),
                                  peak))
         if not self.online or not net.config.use_gradient or not self._memory:
             return None
