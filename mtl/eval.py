@@ -124,11 +124,20 @@ def failures_file(root, benchmark: str, tracker_name: str, seq_name: str) -> Pat
     return Path(root) / benchmark / tracker_name / "failures" / f"{seq_name}_failures.txt"
 
 
-def write_results(root, benchmark: str, tracker_name: str, seq_name: str, boxes, times, failures=()) -> Path:
-    """Write one sequence's boxes ``(N, 4)``, times ``(N,)`` and failed frames ``[(frame, message)]``.
+def updates_file(root, benchmark: str, tracker_name: str, seq_name: str) -> Path:
+    """``<root>/<benchmark>/<tracker>/updates/<seq>_updates.json``: the updater's log of that run (ours)."""
+    return Path(root) / benchmark / tracker_name / "updates" / f"{seq_name}_updates.json"
+
+
+def write_results(root, benchmark: str, tracker_name: str, seq_name: str, boxes, times, failures=(),
+                  updates: list | None = None) -> Path:
+    """Write one sequence's boxes ``(N, 4)``, times ``(N,)``, failed frames ``[(frame, message)]`` and,
+    for a tracker that logs its updates (``Tracker.update_log``), that log (a JSON list of dicts).
 
     Files are written atomically (a reader sees the old or the new file, never half).
     """
+    import json
+
     from mtl.utils import atomic_write_bytes
 
     boxes = np.asarray(boxes, dtype=np.float64)
@@ -146,6 +155,13 @@ def write_results(root, benchmark: str, tracker_name: str, seq_name: str, boxes,
         atomic_write_bytes(ffile, lines.encode())
     elif ffile.exists():
         ffile.unlink()
+    ufile = updates_file(root, benchmark, tracker_name, seq_name)
+    if updates is not None:
+        from mtl.results import to_jsonable
+
+        atomic_write_bytes(ufile, json.dumps(to_jsonable(list(updates))).encode())
+    elif ufile.exists():
+        ufile.unlink()
     return path
 
 
@@ -193,8 +209,12 @@ def read_times(path, n_frames: int | None = None) -> np.ndarray:
     return times
 
 
-def _cached(root, benchmark, tracker_name, seq) -> dict | None:
-    """The stored run of ``seq`` if both files exist and are complete, else None."""
+def _cached(root, benchmark, tracker_name, seq, with_updates: bool = False) -> dict | None:
+    """The stored run of ``seq`` if its files exist and are complete, else None.
+
+    ``with_updates``: the tracker logs its updates, so a run stored without that log (or with a damaged
+    one) counts as missing and is run again; the log comes back as ``run["updates"]``.
+    """
     rfile = results_file(root, benchmark, tracker_name, seq.name)
     tfile = times_file(root, benchmark, tracker_name, seq.name)
     if not (rfile.is_file() and tfile.is_file()):
@@ -205,7 +225,15 @@ def _cached(root, benchmark, tracker_name, seq) -> dict | None:
         return None  # incomplete or damaged: run again
     ffile = failures_file(root, benchmark, tracker_name, seq.name)
     failed = [int(line.split(",", 1)[0]) for line in ffile.read_text().splitlines() if line] if ffile.is_file() else []
-    return {"boxes": boxes, "times": times, "failed_frames": failed}
+    run = {"boxes": boxes, "times": times, "failed_frames": failed}
+    if with_updates:
+        import json
+
+        try:
+            run["updates"] = json.loads(updates_file(root, benchmark, tracker_name, seq.name).read_text())
+        except (OSError, ValueError):
+            return None
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,12 +331,24 @@ def track_sequence(tracker, seq) -> dict:
 
     Calls the oracle-only hook ``tracker.set_sequence(seq)`` when the tracker defines it. Returns
     ``{"boxes": (N, 4) float64, "times": (N,) float64 seconds, "failed_frames": [int],
-    "messages": [(frame, str)]}``; frame 0 holds the given box.
+    "messages": [(frame, str)]}``; frame 0 holds the given box. A tracker whose ``update_log()`` is a
+    list (one with a logging updater) adds ``"updates"``: the entries it logged during this sequence.
     """
     gt = np.asarray(seq.boxes, dtype=np.float64)
     if hasattr(tracker, "set_sequence"):
         tracker.set_sequence(seq)
-    return track_frames(tracker, (seq.frame(f) for f in range(len(seq))), gt[0], seq_name=seq.name)
+    log_before = _update_log(tracker)
+    n_before = len(log_before) if log_before is not None else 0
+    run = track_frames(tracker, (seq.frame(f) for f in range(len(seq))), gt[0], seq_name=seq.name)
+    log = _update_log(tracker)
+    if log is not None:
+        # an updater may keep one log across sequences or start a new one in init: keep this sequence's part
+        run["updates"] = list(log[n_before:] if log is log_before else log)
+    return run
+
+
+def _update_log(tracker) -> list | None:
+    return tracker.update_log() if hasattr(tracker, "update_log") else None
 
 
 #: Beside each tracker's results: the fingerprint of the tracker (and seed) that made them.
@@ -357,7 +397,8 @@ def _claim_results_folder(root, benchmark: str, tracker_name: str, fingerprint: 
             stored = None
     if stored == fingerprint and not overwrite:
         return True
-    stale = [p for pattern in ("*.txt", "times/*_time.txt", "failures/*_failures.txt") for p in folder.glob(pattern)]
+    stale = [p for pattern in ("*.txt", "times/*_time.txt", "failures/*_failures.txt", "updates/*_updates.json")
+             for p in folder.glob(pattern)]
     if stale and not overwrite:
         why = ("no fingerprint is stored beside them" if stored is None
                else "they were made with different " + ", ".join(_differences(stored, fingerprint)[:6]))
@@ -371,7 +412,7 @@ def _claim_results_folder(root, benchmark: str, tracker_name: str, fingerprint: 
 
 def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-test",
             overwrite: bool = False, seed: int | None = 0, progress: bool = True,
-            tracker_name: str | None = None, processes: int = 1) -> dict:
+            tracker_name: str | None = None, processes: int = 1, updates: bool = False) -> dict:
     """One-pass evaluation of ``tracker`` on ``sequences``; returns ``{seq_name: run}`` (see :func:`track_sequence`).
 
     ``out_dir``: results root; each sequence is written to the toolkit layout. A complete stored run
@@ -384,15 +425,20 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     each (each gets its own copy of the tracker; on 2 CPU cores two single-threaded trackers finish
     sooner than one two-threaded one). Boxes are the same as with ``processes=1``; the per-frame
     times are those of a one-thread tracker, so compare speeds only within one setting.
+    ``updates``: every run must carry the updater's log (``run["updates"]``, stored beside the boxes
+    whenever the tracker logs): a stored run without one is tracked again. Raises ``ValueError``
+    for a tracker that keeps no log.
     """
     sequences = list(sequences)
     name = tracker_name or tracker.name
+    if updates and _update_log(tracker) is None:
+        raise ValueError(f"updates=True, but tracker {name!r} keeps no update log (its update_log() is None)")
     reuse = (out_dir is not None
              and _claim_results_folder(out_dir, benchmark, name, run_fingerprint(tracker, seed), overwrite))
     runs = {}
     todo = []
     for seq in sequences:
-        cached = _cached(out_dir, benchmark, name, seq) if reuse else None
+        cached = _cached(out_dir, benchmark, name, seq, updates) if reuse else None
         if cached is not None:
             runs[seq.name] = cached
         else:
@@ -400,7 +446,8 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
 
     def store(seq, run):
         if out_dir is not None:
-            write_results(out_dir, benchmark, name, seq.name, run["boxes"], run["times"], run["messages"])
+            write_results(out_dir, benchmark, name, seq.name, run["boxes"], run["times"], run["messages"],
+                          run.get("updates"))
             run["boxes"] = read_boxes(results_file(out_dir, benchmark, name, seq.name))  # what is on disk
         runs[seq.name] = run
 
@@ -450,18 +497,19 @@ def _tracked_in_workers(tracker, sequences: list, seed, processes: int):
 
 
 def run_cached(tracker, sequences, cache_dir, benchmark: str, seed: int | None = 0, progress: bool = True,
-               processes: int = 1) -> dict:
+               processes: int = 1, updates: bool = False) -> dict:
     """:func:`run_ope` into ``<cache_dir>/<benchmark>/run-<key>/`` with ``key`` the hash of :func:`run_fingerprint`.
 
     The notebooks' results cache: two trackers built alike (same class, options, weights, updater,
     seed) share one stored run whatever they are called, so notebook 02 reuses notebook 01's SiamFC
-    run; anything that changes the boxes gives a new key and a new run. Returns ``{seq_name: run}``.
+    run; anything that changes the boxes gives a new key and a new run. Returns ``{seq_name: run}``;
+    ``updates=True`` adds each run's update log (see :func:`run_ope`).
     """
     from mtl.cache import config_key
 
     key = config_key(run_fingerprint(tracker, seed))
     return run_ope(tracker, sequences, out_dir=cache_dir, benchmark=benchmark, seed=seed, progress=progress,
-                   tracker_name=f"run-{key}", processes=processes)
+                   tracker_name=f"run-{key}", processes=processes, updates=updates)
 
 
 def evaluate_cached(trackers: dict, sequences, cache_dir, benchmark: str, seed: int | None = 0, processes: int = 1,

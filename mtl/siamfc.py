@@ -499,6 +499,10 @@ class SiamFCTracker(Tracker):
                 "updater": None if self.updater is None else self.updater.fingerprint(),
                 "update_interval": self.update_interval, "confidence_threshold": self.confidence_threshold}
 
+    def update_log(self) -> list | None:
+        """The updater's ``updates`` list when it keeps one (SGD, GradNet ...), else None."""
+        return getattr(self.updater, "updates", None)
+
     # -- pieces updaters reuse ---------------------------------------------------------------
 
     @torch.no_grad()  # not inference_mode: updaters may differentiate through these features later

@@ -64,6 +64,15 @@ class Tracker:
         """
         return {"class": f"{type(self).__module__}.{type(self).__qualname__}"}
 
+    def update_log(self) -> list | None:
+        """The updates this tracker made so far, one JSON-able dict each, or None when it keeps no log.
+
+        :func:`mtl.eval.track_sequence` returns the part logged during a sequence as ``run["updates"]``
+        and the results cache stores it beside the boxes, so a notebook can inspect the updates of a
+        stored run without tracking again.
+        """
+        return None
+
     def init(self, image, box) -> None:
         """Start tracking the object in ``box`` (``x, y, w, h``) on ``image`` (RGB ``HxWx3`` uint8)."""
         raise NotImplementedError

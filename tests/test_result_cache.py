@@ -156,3 +156,57 @@ def test_evaluate_cached_summarises_each_tracker_and_reuses_its_run(seqs, tmp_pa
     again = ev.evaluate_cached({"renamed": SiamFCTracker(_net(), num_scales=1)}, seqs, tmp_path, "bench", progress=False)
     assert len(count_runs) == 4  # same fingerprint under another name: served from the cache
     assert again["renamed"]["auc"] == first["plain"]["auc"]
+
+
+def _same_logs(a, b):
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(x[k] == pytest.approx(y[k]) for k in x)
+                                    for x, y in zip(a, b))
+
+
+def _sgd_tracker(net):
+    from mtl.updaters import SGDUpdater
+
+    # short-term update on every frame (threshold above any score), so a 3-4 frame sequence logs updates
+    return SiamFCTracker(net, updater=SGDUpdater(iterations_short=2, iterations_long=2, long_term_interval=100,
+                                                 short_term_threshold=1e9))
+
+
+def test_update_logs_are_stored_and_served_with_cached_runs(tmp_path, seqs, count_runs):
+    net = _net()
+    trk = _sgd_tracker(net)
+    first = ev.run_ope(trk, seqs, out_dir=tmp_path, benchmark="fake", progress=False, tracker_name="sgd", updates=True)
+    # SGD keeps one log across sequences: each run carries only its own sequence's part
+    assert [len(first[s.name]["updates"]) for s in seqs] == [len(s) - 1 for s in seqs]
+    assert sum(len(r["updates"]) for r in first.values()) == len(trk.updater.updates)
+    again = ev.run_ope(_sgd_tracker(net), seqs, out_dir=tmp_path, benchmark="fake", progress=False,
+                       tracker_name="sgd", updates=True)
+    assert count_runs == ["a", "b"]  # served from the cache, logs included
+    for s in seqs:
+        assert _same_logs(again[s.name]["updates"], first[s.name]["updates"])
+        assert {"loss_before", "loss_after", "norm_ratio"} <= set(again[s.name]["updates"][0])
+
+
+def test_a_stored_run_without_its_update_log_is_run_again_only_when_the_log_is_asked_for(tmp_path, seqs, count_runs):
+    net = _net()
+    ev.run_ope(_sgd_tracker(net), seqs, out_dir=tmp_path, benchmark="fake", progress=False, tracker_name="sgd")
+    for f in (tmp_path / "fake" / "sgd" / "updates").glob("*.json"):
+        f.unlink()  # as stored before logs were kept
+    ev.run_ope(_sgd_tracker(net), seqs, out_dir=tmp_path, benchmark="fake", progress=False, tracker_name="sgd")
+    assert count_runs == ["a", "b"]  # boxes are enough
+    runs = ev.run_ope(_sgd_tracker(net), seqs, out_dir=tmp_path, benchmark="fake", progress=False,
+                      tracker_name="sgd", updates=True)
+    assert count_runs == ["a", "b"] * 2 and all(len(r["updates"]) > 0 for r in runs.values())
+
+
+def test_asking_for_the_update_log_of_a_tracker_without_one_raises(tmp_path, seqs):
+    with pytest.raises(ValueError, match="keeps no update log"):
+        ev.run_ope(SiamFCTracker(_net()), seqs, out_dir=tmp_path, benchmark="fake", progress=False, updates=True)
+
+
+def test_update_logs_from_worker_processes_equal_those_of_one_process(tmp_path, seqs):
+    net = _net()
+    one = ev.run_ope(_sgd_tracker(net), seqs, out_dir=tmp_path / "one", progress=False, tracker_name="sgd", updates=True)
+    two = ev.run_ope(_sgd_tracker(net), seqs, out_dir=tmp_path / "two", progress=False, tracker_name="sgd", updates=True,
+                     processes=2)
+    for s in seqs:
+        assert _same_logs(two[s.name]["updates"], one[s.name]["updates"])
