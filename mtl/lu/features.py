@@ -1,0 +1,129 @@
+"""Cached backbone features of training clips, and exemplars cut from them.
+
+LU's updater trains with the backbone frozen (stage 2), so every frame's search features can be
+computed once and stored. Per clip frame ``t``: the 255 px search crop centred where a tracker that
+was right on frame ``t - 1`` would cut it (the ground-truth box of frame ``t - 1``, its centre and its
+context scale; frame 0: its own box), through the backbone -> ``(C, 22, 22)``, kept as float16 (about
+62 KB a frame for C = 64), and the target's offset from the crop centre in score-map cells (its motion
+since the previous frame). The frame's label is SiamFC's disc moved by that offset.
+
+**Exemplars at any position cost nothing more.** The backbone has no padding and stride 8, so the
+6x6 window of a 255 crop's features at cell offset ``(i, j)`` *is* the feature map of the 127 px
+sub-crop starting at pixel ``(8 i, 8 j)`` (:func:`exemplar_windows`; ``checks.cut_exemplar_error``
+measures it). The centre window ``(8, 8)`` is the ground-truth exemplar; a window at the argmax
+of a model's response is the exemplar "at the estimated position" of LU Sec. IV-E.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtl.ops import box_to_center, context_size, crop_and_resize, image_to_tensor
+
+#: Where full-mode feature caches live (ignored by git: rebuilt when missing).
+FEATURE_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "cache" / "features"
+
+
+def exemplar_windows(features: torch.Tensor, cells: torch.Tensor, size: int = 6) -> torch.Tensor:
+    """The ``size x size`` windows of ``features`` ``(B, C, H, W)`` starting at ``cells`` ``(B, 2)`` = ``[row, col]``.
+
+    Returns ``(B, C, size, size)``; differentiable with respect to ``features`` (gather, no copy
+    loop). Cells must keep the window inside the map (``0 <= row, col <= H - size``).
+    """
+    b, c, h, w = features.shape
+    cells = cells.to(device=features.device, dtype=torch.long)
+    if cells.shape != (b, 2):
+        raise ValueError(f"cells must be (B, 2) = (row, col) per feature map, got {tuple(cells.shape)} for B={b}")
+    if (cells < 0).any() or (cells[:, 0] > h - size).any() or (cells[:, 1] > w - size).any():
+        raise ValueError(f"windows of size {size} must lie inside the {h}x{w} map, got cells {cells.tolist()}")
+    offs = torch.arange(size, device=features.device)
+    rows = (cells[:, 0, None] + offs)[:, :, None]  # (B, size, 1)
+    cols = (cells[:, 1, None] + offs)[:, None, :]  # (B, 1, size)
+    batch = torch.arange(b, device=features.device)[:, None, None]
+    return features.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, size, size, C) -> (B, C, size, size)
+
+
+def search_crop(frame: np.ndarray, box, siamfc_config, target_box=None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``instance_size`` search crop ``(255, 255, 3)`` centred on ``box`` at SiamFC's context scale (pad: image mean).
+
+    Returns ``(crop, offset)``: ``offset`` ``[dx, dy]`` float64 is where ``target_box`` (default ``box``)
+    lies from the crop centre, in score-map cells (crop pixels / total stride).
+    """
+    c = siamfc_config
+    center, size = box_to_center(np.asarray(box, dtype=np.float64))
+    x_size = context_size(size, c.context) * c.instance_size / c.exemplar_size
+    target_center, _ = box_to_center(np.asarray(box if target_box is None else target_box, dtype=np.float64))
+    offset = (target_center - center) * c.instance_size / x_size / c.total_stride
+    return crop_and_resize(frame, center, x_size, c.instance_size), offset
+
+
+@torch.no_grad()
+def clip_features(backbone: torch.nn.Module, sequences, siamfc_config, *, num_clips: int, clip_length: int,
+                  frame_step: int = 1, seed: int = 0, device="cpu", batch: int = 32, progress: bool = True) -> dict:
+    """Search features of ``num_clips`` clips of ``clip_length`` frames, every ``frame_step``-th frame of a sequence.
+
+    Clips come from :class:`mtl.samplers.ClipSampler` (a span of ``(clip_length - 1) * frame_step + 1``
+    frames starting on a visible frame, seeded by ``seed``). Returns ``{"features": (N, T, C, 22, 22)
+    float16, "offsets": (N, T, 2) float32 [dx, dy] cells, "visible": (N, T) bool, "seconds": float}``: frame
+    ``t``'s crop is centred on the box of frame ``t - 1`` and ``offsets`` says where the target is in it.
+    """
+    from mtl.samplers import ClipSampler
+    from mtl.utils import progress_bar
+
+    span = (clip_length - 1) * frame_step + 1
+    sampler = ClipSampler(sequences, num_clips, span, seed=seed)
+    backbone = backbone.eval().to(device)
+    out, offsets, visible = [], [], []
+    start = time.perf_counter()
+    items = range(num_clips)
+    for i in (progress_bar(items, desc="clip features", leave=False) if progress else items):
+        frames, boxes, vis = sampler[i]
+        frames, boxes, vis = frames[::frame_step], boxes[::frame_step], vis[::frame_step]
+        cut = [search_crop(f, boxes[max(t - 1, 0)], siamfc_config, target_box=b) for t, (f, b) in enumerate(zip(frames, boxes))]
+        crops = np.stack([crop for crop, _ in cut])
+        offsets.append(torch.tensor(np.stack([off for _, off in cut]), dtype=torch.float32))
+        feats = torch.cat([backbone(image_to_tensor(crops[k:k + batch], True).to(device))
+                           for k in range(0, len(crops), batch)])
+        out.append(feats.to("cpu", torch.float16).contiguous())
+        visible.append(torch.from_numpy(np.asarray(vis, dtype=bool)))
+    return {"features": torch.stack(out), "offsets": torch.stack(offsets), "visible": torch.stack(visible),
+            "seconds": time.perf_counter() - start}
+
+
+def cached_clip_features(backbone: torch.nn.Module, weights_key: str, spec: str, siamfc_config, *, num_clips: int,
+                         clip_length: int, frame_step: int, seed: int, quick: bool = False, device="cpu",
+                         progress: bool = True) -> dict:
+    """:func:`clip_features` of dataset ``spec``, loaded from the on-disk cache when it was made by the same inputs.
+
+    The cache file is keyed by the backbone's weights (``weights_key``, e.g. the SiamFC state-dict
+    hash), the dataset, the crop geometry and the clip sampling; anything else gives a new file. Full
+    mode: ``data/cache/features/`` (ignored by git, rebuilt when missing); quick mode: ``runs/quick/features/``.
+    """
+    from mtl.cache import config_key
+    from mtl.data import load_dataset
+    from mtl.utils import QUICK_DIR, atomic_write_bytes
+
+    key = {"weights": weights_key, "spec": spec, "quick": bool(quick), "num_clips": int(num_clips),
+           "clip_length": int(clip_length), "frame_step": int(frame_step), "seed": int(seed), "centred_on": "previous box",
+           "geometry": {k: getattr(siamfc_config, k) for k in ("context", "exemplar_size", "instance_size")}}
+    folder = QUICK_DIR / "features" if quick else FEATURE_DIR
+    path = folder / f"clips-{config_key(key)}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, weights_only=True)
+            if stored.get("key") == repr(key):
+                return {**stored, "path": str(path), "loaded": True}
+        except (OSError, RuntimeError, EOFError):
+            pass  # damaged: rebuild
+    sequences = load_dataset(spec, quick=quick, seed=siamfc_config.data_seed)
+    data = clip_features(backbone, sequences, siamfc_config, num_clips=num_clips, clip_length=clip_length,
+                         frame_step=frame_step, seed=seed, device=device, progress=progress)
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({**data, "key": repr(key)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return {**data, "key": repr(key), "path": str(path), "loaded": False}

@@ -1,0 +1,283 @@
+"""Training the learned updater: clips of cached features, estimated positions, truncated BPTT.
+
+One training *task* is a clip (LU Sec. IV-B): frames ``t = 0 .. T-1`` with search features ``z_t``
+``(C, 22, 22)`` cut around the previous frame's ground-truth box, and the target's offset ``o_t`` in
+cells from the crop centre (:mod:`mtl.lu.features`). Stepping through the clip (:class:`LUUnroll`)::
+
+    t = 0:  x̄_0 = the centre window of z_0 (the given box);  θ₁ = x̄_0;  θ = θ₁;  h = step(0, θ₁)
+    t > 0:  cell = argmax of the response of θ on z_t (estimated position; the ground-truth cell o_t without it)
+            x̄_t = the 6x6 window of z_t at that cell;  h = step(h, g(x̄_t))
+            every M frames: θ = model(h)
+    loss_t = (1 - λ) l_c(θ; z_{t+1}, disc at o_{t+1}) + λ ‖θ - θ₁‖² / ‖θ₁‖²
+
+``l_c`` is the balanced logistic loss of notebook 01 (the paper's Eq. 5 is unbalanced BCE; positives are
+4.5% of the cells), counted only where the target is visible in frame t+1. No gradient flows through
+the argmax. Truncated BPTT: :class:`ClipWindows` cuts each batch of clips into windows of H steps and
+the unroll carries ``h`` and ``θ`` from one window to the next *detached*, so :func:`mtl.train.fit`
+(the project's one loop) backpropagates H steps at a time.
+
+Our approximation of the paper (stated in notebook 04): each search crop is centred on the previous
+frame's *ground truth*, so an estimation error changes the exemplar the updater absorbs but never moves
+the next search region (no accumulating drift in training). Offsets are rounded to whole cells for the
+label and the ground-truth window (exact for the window only when the motion is a multiple of 8 crop px).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtl.lu.features import cached_clip_features, exemplar_windows
+from mtl.lu.net import LU_QUICK_OVERRIDES, LUConfig, LUNet
+from mtl.losses import balanced_logistic_loss_per_map
+from mtl.ops import cosine_window
+from mtl.siamfc import SiamFCConfig, quick_config
+from mtl.updaters import shifted_labels
+
+MADE_BY = "mtl.lu.train.train_lu"
+#: How the training clips are cut (part of the checkpoint key: a new recipe retrains).
+CLIP_RECIPE = "search crops centred on the previous frame's box; labels and ground-truth windows at the rounded offset"
+
+
+def train_key(config: LUConfig, siamfc_config: SiamFCConfig) -> dict:
+    """The checkpoint key: LU's config and the SiamFC training config whose frozen backbone it reads."""
+    return {"lu": dataclasses.asdict(config), "siamfc": siamfc_config.train_key(), "clips": CLIP_RECIPE}
+
+
+def _configs(config, siamfc_config, quick):
+    cfg = config or LUConfig()
+    scfg = siamfc_config or SiamFCConfig()
+    if quick:
+        cfg = dataclasses.replace(cfg, **LU_QUICK_OVERRIDES)
+        scfg = quick_config(scfg)
+    return cfg, scfg
+
+
+class ClipWindows:
+    """Batches of clips cut into truncated-BPTT windows, in order: an iterable for :func:`mtl.train.fit`.
+
+    ``features`` ``(N, T, C, 22, 22)`` (float16 is fine), ``offsets`` ``(N, T, 2)`` cells, ``visible``
+    ``(N, T)``. Each epoch shuffles the clips (seeded by ``seed`` and the epoch) into batches of
+    ``batch_size`` and yields, per batch, ``ceil((T - 1) / unroll)`` windows ``(z (B, L + 1, C, 22, 22)
+    float32, offsets (B, L + 1, 2), visible (B, L + 1), t0)``:
+    steps ``t0 .. t0 + L - 1`` plus the frame after the last (its test frame). ``t0 = 0`` starts a
+    new batch of clips. ``shuffle=False`` keeps the clips in order (validation).
+    """
+
+    def __init__(self, features: torch.Tensor, offsets: torch.Tensor, visible: torch.Tensor, batch_size: int, unroll: int,
+                 seed: int = 0, shuffle: bool = True):
+        if features.ndim != 5 or visible.shape != features.shape[:2] or offsets.shape != (*features.shape[:2], 2):
+            raise ValueError(f"features must be (N, T, C, H, W), offsets (N, T, 2) and visible (N, T), got "
+                             f"{tuple(features.shape)}, {tuple(offsets.shape)} and {tuple(visible.shape)}")
+        self.features, self.offsets, self.visible = features, offsets, visible
+        self.batch_size, self.unroll, self.seed, self.shuffle = int(batch_size), int(unroll), int(seed), bool(shuffle)
+        self.epoch = 0
+
+    def _batches(self) -> list[np.ndarray]:
+        n = len(self.features)
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n))
+        return [order[k:k + self.batch_size] for k in range(0, n, self.batch_size)]
+
+    def _starts(self) -> range:
+        return range(0, self.features.shape[1] - 1, self.unroll)
+
+    def __len__(self) -> int:
+        return len(self._batches()) * len(self._starts())
+
+    def __iter__(self):
+        batches = self._batches()
+        self.epoch += 1
+        steps = self.features.shape[1] - 1
+        for idx in batches:
+            idx = torch.from_numpy(idx)
+            for t0 in self._starts():
+                t1 = min(t0 + self.unroll, steps)
+                yield (self.features[idx, t0:t1 + 1].float(), self.offsets[idx, t0:t1 + 1].float(),
+                       self.visible[idx, t0:t1 + 1], torch.tensor(t0))
+
+
+def anchor_loss(theta: torch.Tensor, theta1: torch.Tensor) -> torch.Tensor:
+    """``l_a`` per sample ``(B,)``: ``‖θ - θ₁‖² / ‖θ₁‖²``, the paper's Eq. 6 (``‖θ - θ₁‖² / (m m d)``) divided by ``mean(θ₁²)``.
+
+    Dividing by the anchor's own energy makes ``l_a`` free of the feature units, so λ means the same
+    for any backbone (the paper's λ = 0.2 is in its own feature units).
+    """
+    return (theta - theta1).flatten(1).pow(2).sum(1) / theta1.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+
+
+class LUUnroll:
+    """``step_fn(model, window)`` for :func:`mtl.train.fit`: the updater run over one window, its mean loss.
+
+    ``head``: the base tracker's score head (SiamFC's scaled xcorr), frozen. ``config``: λ, M and
+    whether positions are estimated. The recurrent state (``h``, ``θ``, ``θ₁``) is carried to the next
+    window of the same clips detached (truncated BPTT) and reset when a window starts at ``t0 = 0``.
+    ``project``: ``g``, model space from exemplar features (identity for SiamFC). Logs ``loss``,
+    ``cls`` (``l_c`` over visible test frames), ``anchor`` (``l_a``) and ``drift`` (``‖θ - θ₁‖ / ‖θ₁‖``
+    at the window's last step).
+    """
+
+    def __init__(self, head, config: LUConfig, window_influence: float = 0.176, positive_radius_cells: float = 2.0,
+                 project=None):
+        self.head, self.config = head, config
+        self.window_influence = float(window_influence)
+        self.radius = float(positive_radius_cells)
+        self.window = torch.from_numpy(cosine_window(17))
+        self.project = project or (lambda x: x)
+        self.state = None
+
+    def estimated_cells(self, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``[row, col]`` ``(B, 2)`` of the argmax of θ's response on ``z`` after SiamFC's min-shift, sum-normalisation and cosine window."""
+        with torch.no_grad():
+            r = self.head(theta, z)[:, 0]  # (B, 17, 17)
+            r = r - r.flatten(1).min(1).values[:, None, None]
+            r = r / (r.flatten(1).sum(1)[:, None, None] + 1e-16)
+            r = (1 - self.window_influence) * r + self.window_influence * self.window.to(r)
+            flat = r.flatten(1).argmax(1)
+            return torch.stack([flat // r.shape[-1], flat % r.shape[-1]], 1)
+
+    def labels(self, offsets: torch.Tensor) -> torch.Tensor:
+        """SiamFC's label discs ``(B, 17, 17)`` moved by ``offsets`` ``(B, 2)`` = ``[dx, dy]`` cells (rounded, kept inside)."""
+        return torch.from_numpy(np.stack([shifted_labels(17, o, self.radius) for o in offsets.cpu().numpy()]))
+
+    @staticmethod
+    def true_cells(offsets: torch.Tensor) -> torch.Tensor:
+        """``[row, col]`` ``(B, 2)`` of the 6x6 window at the target: the centre cell 8 moved by the rounded offsets."""
+        return (8 + offsets.round().long().flip(1)).clamp(0, 16)
+
+    def __call__(self, model: LUNet, batch) -> dict:
+        z, offsets, visible, t0 = batch
+        cfg = self.config
+        steps = z.shape[1] - 1
+        t0 = int(t0)
+        if t0 == 0 or self.state is None:
+            self.state = None
+        cls_terms, anchor_terms, weights = [], [], []
+        for k in range(steps):
+            t = t0 + k
+            if t == 0:
+                theta1 = self.project(exemplar_windows(z[:, 0], self.true_cells(offsets[:, 0])))
+                h = model.step(model.initial_state(theta1), theta1)
+                theta = theta1
+            else:
+                h, theta, theta1 = self.state
+                cells = self.estimated_cells(theta, z[:, k]) if cfg.estimated_position else self.true_cells(offsets[:, k])
+                h = model.step(h, self.project(exemplar_windows(z[:, k], cells)))
+                if t % cfg.interval == 0:
+                    theta = model.model(h)
+            self.state = (h, theta, theta1)
+            scores = self.head(theta, z[:, k + 1])[:, 0]
+            vis = visible[:, k + 1].to(z.dtype)
+            cls_terms.append(balanced_logistic_loss_per_map(scores, self.labels(offsets[:, k + 1]).to(z)) * vis)
+            weights.append(vis)
+            anchor_terms.append(anchor_loss(theta, theta1))
+        cls = torch.stack(cls_terms).sum() / torch.stack(weights).sum().clamp_min(1.0)
+        anchor = torch.stack(anchor_terms).mean()
+        loss = (1 - cfg.anchor_weight) * cls + cfg.anchor_weight * anchor
+        if torch.is_grad_enabled() and not loss.requires_grad:
+            # no model was replaced in this window (the first window when H = M): a zero with a graph
+            loss = loss + 0.0 * sum(p.sum() for p in model.parameters())
+        h, theta, theta1 = self.state
+        self.state = ([s.detach() for s in h], theta.detach(), theta1.detach())  # the cut of truncated BPTT
+        _, theta, theta1 = self.state
+        drift = float(((theta - theta1).flatten(1).norm(dim=1) / theta1.flatten(1).norm(dim=1)).mean())
+        return {"loss": loss, "cls": cls.detach(), "anchor": anchor.detach(), "drift": drift}
+
+
+def clip_data(config: LUConfig, siamfc_config: SiamFCConfig, siamfc, *, quick: bool, device="cpu",
+              progress: bool = True) -> dict:
+    """The cached train and val clip features for ``config`` (built from ``siamfc``'s backbone when missing)."""
+    from mtl.cache import state_dict_hash
+
+    weights = state_dict_hash(siamfc.backbone.state_dict())
+    common = dict(clip_length=config.clip_length, frame_step=config.frame_step, quick=quick, device=device,
+                  progress=progress)
+    train = cached_clip_features(siamfc.backbone, weights, siamfc_config.train_spec, siamfc_config,
+                                 num_clips=config.num_clips, seed=config.seed + 21, **common)
+    val = cached_clip_features(siamfc.backbone, weights, siamfc_config.val_spec, siamfc_config,
+                               num_clips=config.val_clips, seed=22, **common)
+    return {"train": train, "val": val}
+
+
+def feature_scale(features: torch.Tensor) -> float:
+    """``s``: the RMS of the ground-truth exemplars (centre windows) of ``features`` ``(N, T, C, 22, 22)``."""
+    return float(features[:, :, :, 8:14, 8:14].float().pow(2).mean().sqrt())
+
+
+def train_lu(config: LUConfig | None = None, siamfc_config: SiamFCConfig | None = None, *, quick: bool = False,
+             device="cpu", retrain: bool = False, progress: bool = True, directory: str | Path | None = None,
+             data: dict | None = None) -> tuple[LUNet, dict]:
+    """Load the LU checkpoint for the configs or train it on cached clip features; ``(net in eval mode, meta)``.
+
+    Steps: load (or train) the SiamFC of ``siamfc_config``; build (or load) the clip features of its
+    frozen backbone (``data`` may pass them in, from :func:`clip_data`); set ``s``; train the updater
+    with Adam through :func:`mtl.train.fit` and :class:`LUUnroll`. ``meta``: ``history`` (per epoch
+    ``train_/val_`` ``loss``, ``cls``, ``anchor``, ``drift``, ``lr``, ``seconds``), ``initial_val``,
+    ``scale``, ``train_seconds``, ``feature_seconds``, ``loaded``, ``checkpoint``.
+    """
+    from mtl.cache import load_or_train
+    from mtl.siamfc import train_siamfc
+    from mtl.train import evaluate_loss, fit
+    from mtl.utils import seed_everything
+
+    cfg, scfg = _configs(config, siamfc_config, quick)
+    device = torch.device(device)
+    key = train_key(cfg, scfg)
+    siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
+    net = LUNet(siamfc.backbone.out_channels, cfg)
+
+    def train_fn(model: LUNet) -> dict:
+        clips = data or clip_data(cfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+        for split, n in (("train", cfg.num_clips), ("val", cfg.val_clips)):
+            if tuple(clips[split]["features"].shape[:2]) != (n, cfg.clip_length):
+                raise ValueError(f"the {split} clip features are {tuple(clips[split]['features'].shape[:2])} (clips, frames); "
+                                 f"this config trains on ({n}, {cfg.clip_length}): build them with clip_data(config, ...)")
+        seed_everything(cfg.seed)
+        model.load_state_dict(LUNet(siamfc.backbone.out_channels, cfg, feature_scale(clips["train"]["features"])).state_dict())
+        model.to(device)
+        train_loader = ClipWindows(clips["train"]["features"], clips["train"]["offsets"], clips["train"]["visible"],
+                                   cfg.batch_size, cfg.unroll, seed=cfg.seed)
+        val_loader = ClipWindows(clips["val"]["features"], clips["val"]["offsets"], clips["val"]["visible"],
+                                 cfg.batch_size, cfg.unroll, shuffle=False)
+        step = LUUnroll(siamfc.head, cfg, scfg.window_influence, scfg.positive_radius / scfg.total_stride)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        gamma = cfg.lr_decay ** (1 / max(cfg.epochs - 1, 1))
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        initial_val = evaluate_loss(model, step, val_loader, device)
+        start = time.perf_counter()
+        history = fit(model, step, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
+                      device=device, desc=f"LU λ={cfg.anchor_weight:g}", grad_clip=cfg.grad_clip, progress=progress)
+        return {"history": history, "initial_val": initial_val, "scale": float(model.scale),
+                "train_seconds": time.perf_counter() - start, "feature_seconds": {k: v["seconds"] for k, v in clips.items()},
+                "features_loaded": {k: v["loaded"] for k, v in clips.items()}, "config": key,
+                "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
+
+    meta = load_or_train("lu", key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
+    return net.to(device).eval(), meta
+
+
+def load_lu(checkpoint: str | Path | None = "default", config: LUConfig | None = None,
+            siamfc_config: SiamFCConfig | None = None, device="cpu") -> LUNet:
+    """An LU updater network in eval mode.
+
+    ``checkpoint``: ``"default"`` -> the stored checkpoint of the configs (in quick mode ``MTL_QUICK=1``
+    the quick one when no full one exists); a path -> that file; ``None`` -> an untrained updater
+    (``s = 1``; tests). Raises ``FileNotFoundError`` naming the file and how to make it.
+    """
+    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.siamfc import SiamFCNet
+
+    cfg = config or LUConfig()
+    scfg = siamfc_config or SiamFCConfig()
+    channels = SiamFCNet.from_config(scfg).backbone.out_channels
+    net = LUNet(channels, cfg)
+    if checkpoint is not None:
+        if checkpoint == "default":
+            qcfg, qscfg = _configs(cfg, scfg, True)
+            checkpoint = default_checkpoint("lu", train_key(cfg, scfg), train_key(qcfg, qscfg),
+                                            "run notebooks/04_learning_to_update.ipynb or mtl.lu.train_lu() to train it")
+        state, _ = load_checkpoint(checkpoint)
+        net.load_state_dict(state)
+    return net.to(device).eval()

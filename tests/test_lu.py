@@ -1,0 +1,196 @@
+"""Learning to Update: the ConvGRU updater, its training unroll and its tracker (mtl.lu)."""
+import numpy as np
+import pytest
+import torch
+
+from mtl import eval as ev
+from mtl.lu import ClipWindows, LUConfig, LUNet, LUUnroll, LUUpdater, anchor_loss, checks
+from mtl.lu.features import exemplar_windows
+from mtl.siamfc import SiamFCNet, SiamFCTracker
+
+from test_eval import FakeSequence
+
+
+def _siamfc(width=0.125, seed=0):
+    torch.manual_seed(seed)
+    return SiamFCNet(width=width).eval()
+
+
+def _lu(channels, seed=0, **changes):
+    torch.manual_seed(seed)
+    cfg = LUConfig(**{"hidden": 6, "unroll": 5, "interval": 5, **changes})
+    net = LUNet(channels, cfg, scale=2.0)
+    with torch.no_grad():  # a non-trivial output layer (an untrained one would do too, but small)
+        net.out.weight.mul_(3.0)
+    return net
+
+
+# -- self-checks (the notebook prints the same numbers) -----------------------------------------
+
+def test_convgru_cell_equals_a_hand_written_gru_of_the_same_convention():
+    assert checks.gru_cell_error() < 1e-12
+
+
+def test_with_a_constant_gate_the_updater_is_notebook_02s_ema():
+    seq = FakeSequence("a", n=12, size=(96, 80))
+    err = checks.ema_special_case_error(_siamfc(), seq, rate=0.1, frames=12)
+    assert err["template"] < 1e-5 and err["boxes"] < 1e-3
+
+
+def test_the_ema_check_fails_for_another_rate():
+    # the check can fail: an EMANet of another rate is not the EMA of 0.1
+    seq = FakeSequence("a", n=8, size=(96, 80))
+    net = _siamfc()
+    from mtl.updaters import EMAUpdater
+    ema = SiamFCTracker(net, updater=EMAUpdater(0.1))
+    lu = SiamFCTracker(net, updater=LUUpdater(checks.EMANet(net.backbone.out_channels, 0.3), interval=1))
+    for t in (ema, lu):
+        t.init(seq.frame(0), seq.boxes[0])
+        for f in range(1, len(seq)):
+            t.update(seq.frame(f))
+    assert float((ema.template - lu.template).abs().max()) > 1e-3 * float(ema.template0.abs().max())
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_stepping_frame_by_frame_equals_one_pass(cell):
+    assert checks.stepwise_error(_lu(8, cell=cell)) < 1e-6
+
+
+def test_truncated_bptt_gradient_is_zero_before_the_cut_and_nonzero_inside():
+    net = _lu(8)
+    head = SiamFCNet(width=0.03125).head  # 8 channels
+    g = checks.truncation_gradients(net, head, net.config, clip_length=11)
+    assert g["before_cut"] == 0.0
+    assert g["inside"] > 0.0
+
+
+def test_exemplar_cut_from_search_features_equals_a_fresh_exemplar_forward():
+    backbone = _siamfc(width=0.25).backbone
+    image = np.random.default_rng(1).integers(0, 256, size=(255, 255, 3), dtype=np.uint8)
+    with torch.no_grad():
+        scale = float(backbone(torch.from_numpy(image).permute(2, 0, 1)[None].float()).abs().max())
+    assert checks.cut_exemplar_error(backbone, image) < 1e-5 * scale
+
+
+def test_anchor_loss_is_zero_at_the_anchor_and_free_of_feature_units():
+    r = checks.anchor_loss_is_scale_free()
+    assert r["at_anchor"] == 0.0 and r["rescaled"] < 1e-12 and r["more_channels"] < 1e-12
+    theta1 = torch.ones(1, 2, 6, 6)
+    assert float(anchor_loss(2 * theta1, theta1)) == pytest.approx(1.0)  # ‖θ₁‖² / ‖θ₁‖²
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+def test_exemplar_windows_are_the_slices_and_refuse_cells_outside_the_map():
+    f = torch.randn(3, 4, 22, 22)
+    cells = torch.tensor([[0, 0], [8, 8], [16, 5]])
+    w = exemplar_windows(f, cells)
+    assert w.shape == (3, 4, 6, 6)
+    for b, (i, j) in enumerate(cells.tolist()):
+        assert torch.equal(w[b], f[b, :, i:i + 6, j:j + 6])
+    with pytest.raises(ValueError, match="inside"):
+        exemplar_windows(f, torch.tensor([[17, 0], [0, 0], [0, 0]]))
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        exemplar_windows(f, torch.tensor([[1, 1]]))
+
+
+def test_clip_windows_cover_every_step_once_and_shuffle_by_seed():
+    feats = torch.randn(5, 11, 2, 22, 22).half()
+    offs = torch.randn(5, 11, 2)
+    vis = torch.ones(5, 11, dtype=torch.bool)
+    w = ClipWindows(feats, offs, vis, batch_size=2, unroll=4, seed=3)
+    windows = list(w)
+    assert len(windows) == len(w) == 3 * 3  # 3 batches x windows starting at steps 0, 4, 8 (10 steps)
+    assert [int(t0) for *_, t0 in windows[:3]] == [0, 4, 8]
+    assert [z.shape[1] for z, *_ in windows[:3]] == [5, 5, 3]  # steps + the next frame
+    assert windows[0][0].dtype == torch.float32 and windows[0][1].shape == (2, 5, 2)
+    again = ClipWindows(feats, offs, vis, batch_size=2, unroll=4, seed=3)
+    assert torch.equal(next(iter(again))[0], windows[0][0])
+    assert not torch.equal(next(iter(ClipWindows(feats, offs, vis, 2, 4, seed=4)))[0], windows[0][0])
+    with pytest.raises(ValueError, match="offsets"):
+        ClipWindows(feats, offs[:, :, :1], vis, 2, 4)
+
+
+def test_labels_and_ground_truth_cells_follow_the_target_offset():
+    unroll = LUUnroll(SiamFCNet(width=0.03125).head, LUConfig(unroll=5))
+    offsets = torch.tensor([[0.0, 0.0], [2.2, -1.0]])  # [dx, dy] cells
+    labels = unroll.labels(offsets)
+    assert labels.shape == (2, 17, 17)
+    assert labels[0, 8, 8] == 1 and labels[1, 7, 10] == 1 and labels[1, 8, 8] == 0  # disc centred at row 8-1, col 8+2
+    assert unroll.true_cells(offsets).tolist() == [[8, 8], [7, 10]]
+
+
+def test_lu_config_refuses_inconsistent_settings():
+    with pytest.raises(ValueError, match="multiple of the interval"):
+        LUConfig(unroll=25, interval=10)
+    with pytest.raises(ValueError, match="cell"):
+        LUConfig(cell="rnn")
+    with pytest.raises(ValueError, match="anchor_weight"):
+        LUConfig(anchor_weight=1.5)
+
+
+def test_a_few_training_steps_lower_the_unroll_loss():
+    torch.manual_seed(0)
+    head = SiamFCNet(width=0.03125).head
+    net = LUNet(8, LUConfig(hidden=6, unroll=5, interval=5, dropout=0.0), scale=1.0)
+    z = torch.randn(4, 11, 8, 22, 22)
+    z[:, :, :, 8:14, 8:14] += 2.0  # the target: a bright 6x6 patch at the centre of every frame
+    offs = torch.zeros(4, 11, 2)
+    vis = torch.ones(4, 11, dtype=torch.bool)
+    unroll = LUUnroll(head, net.config)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def epoch_loss(train):
+        total = 0.0
+        for batch in ClipWindows(z, offs, vis, 4, 5, shuffle=False):
+            out = unroll(net, batch)
+            if train:
+                opt.zero_grad()
+                out["loss"].backward()
+                opt.step()
+            total += float(out["loss"])
+        return total
+
+    before = epoch_loss(False)
+    for _ in range(15):
+        epoch_loss(True)
+    assert epoch_loss(False) < before
+
+
+# -- the tracker -------------------------------------------------------------------------------
+
+def test_lu_tracker_replaces_the_model_every_m_frames_only():
+    siamfc = _siamfc()
+    seq = FakeSequence("a", n=12, size=(96, 80))
+    t = SiamFCTracker(siamfc, updater=LUUpdater(_lu(siamfc.backbone.out_channels), interval=4))
+    t.init(seq.frame(0), seq.boxes[0])
+    changed = []
+    for f in range(1, len(seq)):
+        before = t.template.clone()
+        t.update(seq.frame(f))
+        changed.append(not torch.equal(before, t.template))
+    assert [f for f, c in zip(range(1, len(seq)), changed) if c] == [4, 8]
+    assert [u["frame"] for u in t.updater.updates] == [4, 8] and all(u["drift"] > 0 for u in t.updater.updates)
+
+
+def test_lu_updater_refuses_a_tracker_that_skips_frames():
+    siamfc = _siamfc()
+    seq = FakeSequence("a", n=3, size=(96, 80))
+    t = SiamFCTracker(siamfc, updater=LUUpdater(_lu(siamfc.backbone.out_channels)), update_interval=2)
+    with pytest.raises(ValueError, match="every frame"):
+        t.init(seq.frame(0), seq.boxes[0])
+
+
+def test_siamfc_lu_is_registered_and_its_fingerprint_names_the_updater_weights():
+    from mtl.siamfc import SiamFCConfig
+    cfg = SiamFCConfig(width=0.125)
+    t = ev.make_tracker("siamfc_lu", checkpoint=None, lu_checkpoint=None, config=cfg,
+                        lu_config=LUConfig(hidden=6, unroll=5))
+    seq = FakeSequence("a", n=6, size=(96, 80))
+    run = ev.track_sequence(t, seq)
+    assert run["boxes"].shape == (6, 4) and not run["failed_frames"]
+    assert [u["frame"] for u in run["updates"]] == [5]
+    fp = t.fingerprint()
+    with torch.no_grad():
+        t.updater.net.out.bias.add_(1.0)
+    assert t.fingerprint() != fp
