@@ -365,10 +365,10 @@ class SGDUpdater(Updater):
     def optimize(self, tracker, samples, iterations: int) -> torch.Tensor:
         """``iterations`` gradient steps from the current template on ``samples``; the new template.
 
-        Each call appends ``{"frame", "iterations", "loss_before", "loss_after", "norm_ratio"}`` to
-        ``self.updates`` (the memory's loss before and after, ``||θ_new|| / ||θ_old||``; kept across
-        sequences, unlike ``counts``), so a notebook can check that updates lower the loss and keep the
-        template bounded.
+        Each call appends ``{"frame", "iterations", "loss_before", "loss_after", "norm_ratio", "loss_curve"}``
+        to ``self.updates`` (the memory's loss before and after, ``||θ_new|| / ||θ_old||``, the loss before
+        each step and after the last; kept across sequences, unlike ``counts``), so a notebook can check
+        that updates lower the loss and keep the template bounded, and look at the curve where they do not.
         """
         loss_fn = self.loss_fn(tracker, samples)
         before = tracker.template.clone()
@@ -379,7 +379,8 @@ class SGDUpdater(Updater):
                 after = float(loss_fn(template))
             self.updates.append({"frame": int(tracker.frame_index), "iterations": int(iterations),
                                  "loss_before": losses[0], "loss_after": after,
-                                 "norm_ratio": float(template.norm() / before.norm().clamp_min(1e-30))})
+                                 "norm_ratio": float(template.norm() / before.norm().clamp_min(1e-30)),
+                                 "loss_curve": [float(v) for v in losses] + [after]})
         return template
 
     def step(self, tracker, image, box, result) -> torch.Tensor | None:

@@ -129,9 +129,14 @@ class LUUnroll:
         self.state = None
 
     def estimated_cells(self, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``[row, col]`` ``(B, 2)`` of the argmax of θ's response on ``z`` after SiamFC's min-shift, sum-normalisation and cosine window."""
+        """``[row, col]`` ``(B, 2)`` of the argmax of θ's response on ``z`` (:meth:`cells_from_response`)."""
         with torch.no_grad():
-            r = self.head(theta, z)[:, 0]  # (B, 17, 17)
+            return self.cells_from_response(self.head(theta, z)[:, 0])
+
+    def cells_from_response(self, response: torch.Tensor) -> torch.Tensor:
+        """``[row, col]`` ``(B, 2)`` of the argmax of ``response`` ``(B, 17, 17)`` after SiamFC's min-shift, sum-normalisation and cosine window."""
+        with torch.no_grad():
+            r = response.detach()
             r = r - r.flatten(1).min(1).values[:, None, None]
             r = r / (r.flatten(1).sum(1)[:, None, None] + 1e-16)
             r = (1 - self.window_influence) * r + self.window_influence * self.window.to(r)
@@ -152,8 +157,11 @@ class LUUnroll:
         cfg = self.config
         steps = z.shape[1] - 1
         t0 = int(t0)
-        if t0 == 0 or self.state is None:
+        if t0 == 0:
             self.state = None
+        elif self.state is None:
+            raise ValueError(f"a window starting at step {t0} needs the state the previous window of its clips left; "
+                             "feed windows in order (ClipWindows does)")
         cls_terms, anchor_terms, weights = [], [], []
         for k in range(steps):
             t = t0 + k
@@ -162,13 +170,14 @@ class LUUnroll:
                 h = model.step(model.initial_state(theta1), theta1)
                 theta = theta1
             else:
-                h, theta, theta1 = self.state
-                cells = self.estimated_cells(theta, z[:, k]) if cfg.estimated_position else self.true_cells(offsets[:, k])
+                # the model in force on frame t made the last step's loss scores on z_t: its response, reused
+                h, theta, theta1, response = self.state
+                cells = self.cells_from_response(response) if cfg.estimated_position else self.true_cells(offsets[:, k])
                 h = model.step(h, self.project(exemplar_windows(z[:, k], cells)))
                 if t % cfg.interval == 0:
                     theta = model.model(h)
-            self.state = (h, theta, theta1)
             scores = self.head(theta, z[:, k + 1])[:, 0]
+            self.state = (h, theta, theta1, scores.detach())
             vis = visible[:, k + 1].to(z.dtype)
             cls_terms.append(balanced_logistic_loss_per_map(scores, self.labels(offsets[:, k + 1]).to(z)) * vis)
             weights.append(vis)
@@ -179,9 +188,9 @@ class LUUnroll:
         if torch.is_grad_enabled() and not loss.requires_grad:
             # no model was replaced in this window (the first window when H = M): a zero with a graph
             loss = loss + 0.0 * sum(p.sum() for p in model.parameters())
-        h, theta, theta1 = self.state
-        self.state = ([s.detach() for s in h], theta.detach(), theta1.detach())  # the cut of truncated BPTT
-        _, theta, theta1 = self.state
+        h, theta, theta1, response = self.state
+        self.state = ([s.detach() for s in h], theta.detach(), theta1.detach(), response)  # the cut of truncated BPTT
+        _, theta, theta1, _ = self.state
         drift = float(((theta - theta1).flatten(1).norm(dim=1) / theta1.flatten(1).norm(dim=1)).mean())
         return {"loss": loss, "cls": cls.detach(), "anchor": anchor.detach(), "drift": drift}
 
