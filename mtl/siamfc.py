@@ -136,6 +136,18 @@ def quick_config(config: SiamFCConfig | None = None) -> SiamFCConfig:
     return dataclasses.replace(config or SiamFCConfig(), **QUICK_OVERRIDES)
 
 
+def method_configs(config, siamfc_config: SiamFCConfig | None, quick: bool, quick_overrides: dict):
+    """``(config, SiamFC config)`` of a method built on SiamFC (GradNet, LU ...), both in quick mode when ``quick``.
+
+    ``config``: the method's frozen dataclass; ``quick_overrides``: its quick-mode field changes;
+    ``siamfc_config`` defaults to :class:`SiamFCConfig` (quick mode: :func:`quick_config` of it).
+    """
+    scfg = siamfc_config or SiamFCConfig()
+    if quick:
+        return dataclasses.replace(config, **quick_overrides), quick_config(scfg)
+    return config, scfg
+
+
 # ---------------------------------------------------------------------------------------------
 # Network
 # ---------------------------------------------------------------------------------------------

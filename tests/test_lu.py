@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtl import eval as ev
-from mtl.lu import ClipWindows, LUConfig, LUNet, LUUnroll, LUUpdater, anchor_loss, checks
+from mtl.lu import ClipWindows, LUConfig, LUNet, LUUnroll, LUUpdater, anchor_loss, checks, fixed_model_loss
 from mtl.lu.features import exemplar_windows
 from mtl.siamfc import SiamFCNet, SiamFCTracker
 
@@ -194,3 +194,17 @@ def test_siamfc_lu_is_registered_and_its_fingerprint_names_the_updater_weights()
     with torch.no_grad():
         t.updater.net.out.bias.add_(1.0)
     assert t.fingerprint() != fp
+
+
+def test_fixed_model_loss_is_the_unroll_loss_of_an_updater_that_never_replaces_the_model():
+    torch.manual_seed(0)
+    head = SiamFCNet(width=0.03125).head
+    z = torch.randn(3, 11, 8, 22, 22)
+    offs = torch.randint(-2, 3, (3, 11, 2)).float()
+    vis = torch.rand(3, 11) > 0.2
+    cfg = LUConfig(hidden=6, unroll=10, interval=10, dropout=0.0)  # the first replacement would be at step 10: none
+    net = LUNet(8, cfg).eval()
+    unroll = LUUnroll(head, cfg)
+    with torch.no_grad():
+        cls = float(unroll(net, next(iter(ClipWindows(z, offs, vis, 3, 10, shuffle=False))))["cls"])
+    assert fixed_model_loss(head, z, offs, vis) == pytest.approx(cls, rel=1e-5)

@@ -17,7 +17,7 @@ import torch
 from mtl.backbones import AlexNetV1
 from mtl.gradnet.net import GRADNET_QUICK_OVERRIDES, GradNetConfig, GradNetNet
 from mtl.ops import image_to_tensor
-from mtl.siamfc import SiamFCConfig, SiamFCPairTransform, pair_loaders, quick_config
+from mtl.siamfc import SiamFCConfig, SiamFCPairTransform, method_configs, pair_loaders
 from mtl.tracker import as_rgb_array
 
 MADE_BY = "notebooks/03_gradnet.ipynb"
@@ -90,12 +90,7 @@ def train_key(config: GradNetConfig, siamfc_config: SiamFCConfig) -> dict:
 
 
 def _configs(config, siamfc_config, quick):
-    cfg = config or GradNetConfig()
-    scfg = siamfc_config or SiamFCConfig()
-    if quick:
-        cfg = dataclasses.replace(cfg, **GRADNET_QUICK_OVERRIDES)
-        scfg = quick_config(scfg)
-    return cfg, scfg
+    return method_configs(config or GradNetConfig(), siamfc_config, quick, GRADNET_QUICK_OVERRIDES)
 
 
 def snapshots_path(checkpoint: str | Path) -> Path:

@@ -12,8 +12,9 @@ Parts, pytracking-style:
 """
 from mtl.lu.net import LU_QUICK_OVERRIDES, ConvGRUCell, ConvLSTMCell, LUConfig, LUNet, config_variant
 from mtl.lu.tracker import LUUpdater, make_lu_tracker
-from mtl.lu.train import ClipWindows, LUUnroll, anchor_loss, clip_data, feature_scale, load_lu, train_key, train_lu
+from mtl.lu.train import (ClipWindows, LUUnroll, anchor_loss, clip_data, feature_scale, fixed_model_loss, load_lu, train_key,
+                          train_lu)
 
 __all__ = ["LU_QUICK_OVERRIDES", "ConvGRUCell", "ConvLSTMCell", "LUConfig", "LUNet", "config_variant", "LUUpdater",
-           "make_lu_tracker", "ClipWindows", "LUUnroll", "anchor_loss", "clip_data", "feature_scale", "load_lu",
+           "make_lu_tracker", "ClipWindows", "LUUnroll", "anchor_loss", "clip_data", "feature_scale", "fixed_model_loss", "load_lu",
            "train_key", "train_lu"]

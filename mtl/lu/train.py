@@ -34,7 +34,7 @@ from mtl.lu.features import cached_clip_features, exemplar_windows
 from mtl.lu.net import LU_QUICK_OVERRIDES, LUConfig, LUNet
 from mtl.losses import balanced_logistic_loss_per_map
 from mtl.ops import cosine_window
-from mtl.siamfc import SiamFCConfig, quick_config
+from mtl.siamfc import SiamFCConfig, method_configs
 from mtl.updaters import shifted_labels
 
 MADE_BY = "mtl.lu.train.train_lu"
@@ -48,12 +48,7 @@ def train_key(config: LUConfig, siamfc_config: SiamFCConfig) -> dict:
 
 
 def _configs(config, siamfc_config, quick):
-    cfg = config or LUConfig()
-    scfg = siamfc_config or SiamFCConfig()
-    if quick:
-        cfg = dataclasses.replace(cfg, **LU_QUICK_OVERRIDES)
-        scfg = quick_config(scfg)
-    return cfg, scfg
+    return method_configs(config or LUConfig(), siamfc_config, quick, LU_QUICK_OVERRIDES)
 
 
 class ClipWindows:
@@ -193,6 +188,27 @@ class LUUnroll:
         _, theta, theta1, _ = self.state
         drift = float(((theta - theta1).flatten(1).norm(dim=1) / theta1.flatten(1).norm(dim=1)).mean())
         return {"loss": loss, "cls": cls.detach(), "anchor": anchor.detach(), "drift": drift}
+
+
+def fixed_model_loss(head, features: torch.Tensor, offsets: torch.Tensor, visible: torch.Tensor,
+                     positive_radius_cells: float = 2.0, batch: int = 8) -> float:
+    """``l_c`` of *no update* on clips: the first frame's exemplar kept as the model for every later frame.
+
+    The bar a learned updater's ``l_c`` (:class:`LUUnroll`'s ``cls``) must clear on the same clips
+    (same labels, same visible frames ``1 .. T-1``). ``features`` ``(N, T, C, 22, 22)``, ``offsets``
+    ``(N, T, 2)``, ``visible`` ``(N, T)``.
+    """
+    unroll = LUUnroll(head, LUConfig(), positive_radius_cells=positive_radius_cells)
+    total, count = 0.0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(features), batch):
+            z, o, v = features[i:i + batch].float(), offsets[i:i + batch], visible[i:i + batch]
+            theta1 = exemplar_windows(z[:, 0], unroll.true_cells(o[:, 0]))
+            for t in range(1, z.shape[1]):
+                loss = balanced_logistic_loss_per_map(head(theta1, z[:, t])[:, 0], unroll.labels(o[:, t]).to(z))
+                total += float((loss * v[:, t]).sum())
+                count += float(v[:, t].sum())
+    return total / max(count, 1.0)
 
 
 def clip_data(config: LUConfig, siamfc_config: SiamFCConfig, siamfc, *, quick: bool, device="cpu",
