@@ -148,7 +148,7 @@ def test_a_few_training_steps_lower_the_unroll_loss():
                 opt.zero_grad()
                 out["loss"].backward()
                 opt.step()
-            total += float(out["loss"])
+            total += float(out["loss"].detach())
         return total
 
     before = epoch_loss(False)
