@@ -35,9 +35,9 @@ from mtl.backbones import AlexNetV1
 from mtl.cf import gaussian_label, solve_cf
 from mtl.eval import register_tracker
 from mtl.heads import xcorr_grouped
-from mtl.ops import box_to_center, context_size, cosine_window, crop_and_resize
+from mtl.ops import box_to_center, cosine_window, crop_and_resize
 from mtl.siamfc import (SiamFCConfig, SiamFCLoss, SiamFCPairTransform, SiamFCTracker, pair_loaders,
-                        quick_config, sgd_with_exponential_decay)
+                        quick_config, search_side, sgd_with_exponential_decay)
 from mtl.tracker import as_rgb_array
 
 
@@ -288,8 +288,7 @@ class CFNetTracker(SiamFCTracker):
         """The CF target model ``(1, C, 6, 6)`` of the object in ``box`` on ``image``."""
         c = self.config
         center, size = box_to_center(box)
-        side = context_size(size, c.context) * c.instance_size / c.exemplar_size
-        crop = crop_and_resize(as_rgb_array(image), center, side, c.instance_size)
+        crop = crop_and_resize(as_rgb_array(image), center, search_side(size, c), c.instance_size)
         return self.net.cf(self.features(crop[None]))
 
 

@@ -136,6 +136,12 @@ def quick_config(config: SiamFCConfig | None = None) -> SiamFCConfig:
     return dataclasses.replace(config or SiamFCConfig(), **QUICK_OVERRIDES)
 
 
+def search_side(size, config: SiamFCConfig) -> float:
+    """Side in image pixels of the search region around a target of ``size = [w, h]``: the exemplar's context
+    square (:func:`mtl.ops.context_size`) scaled by ``instance_size / exemplar_size`` (255 / 127)."""
+    return context_size(size, config.context) * config.instance_size / config.exemplar_size
+
+
 def method_configs(config, siamfc_config: SiamFCConfig | None, quick: bool, quick_overrides: dict):
     """``(config, SiamFC config)`` of a method built on SiamFC (GradNet, LU ...), both in quick mode when ``quick``.
 

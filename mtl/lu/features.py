@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl.ops import box_to_center, context_size, crop_and_resize, image_to_tensor
+from mtl.ops import box_to_center, crop_and_resize, image_to_tensor
+from mtl.siamfc import search_side
 
 #: Where full-mode feature caches live (ignored by git: rebuilt when missing).
 FEATURE_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "cache" / "features"
@@ -54,7 +55,7 @@ def search_crop(frame: np.ndarray, box, siamfc_config, target_box=None) -> tuple
     """
     c = siamfc_config
     center, size = box_to_center(np.asarray(box, dtype=np.float64))
-    x_size = context_size(size, c.context) * c.instance_size / c.exemplar_size
+    x_size = search_side(size, c)
     target_center, _ = box_to_center(np.asarray(box if target_box is None else target_box, dtype=np.float64))
     offset = (target_center - center) * c.instance_size / x_size / c.total_stride
     return crop_and_resize(frame, center, x_size, c.instance_size), offset
