@@ -424,7 +424,10 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     ``processes``: track the sequences in this many forked worker processes with one torch thread
     each (each gets its own copy of the tracker; on 2 CPU cores two single-threaded trackers finish
     sooner than one two-threaded one). Boxes are the same as with ``processes=1``; the per-frame
-    times are those of a one-thread tracker, so compare speeds only within one setting.
+    times are those of a one-thread tracker, so compare speeds only within one setting. Where a
+    CUDA GPU is present the sequences are tracked in this process instead, with a warning: PyTorch's
+    autograd cannot run in a process forked after it started its device threads, so an updater that
+    differentiates (SGD, GradNet) would fail on every frame there.
     ``updates``: every run must carry the updater's log (``run["updates"]``, stored beside the boxes
     whenever the tracker logs): a stored run without one is tracked again. Raises ``ValueError``
     for a tracker that keeps no log.
@@ -451,6 +454,11 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
             run["boxes"] = read_boxes(results_file(out_dir, benchmark, name, seq.name))  # what is on disk
         runs[seq.name] = run
 
+    if processes > 1 and len(todo) > 1 and not _fork_is_safe():
+        warnings.warn(f"processes={processes} ignored: a CUDA GPU is present, and autograd fails in processes "
+                      f"forked after it started (https://github.com/pytorch/pytorch/wiki/Autograd-and-Fork); "
+                      f"tracking {name!r} in this process", RuntimeWarning, stacklevel=2)
+        processes = 1
     if processes > 1 and len(todo) > 1:
         for i, run in _progress(_tracked_in_workers(tracker, todo, seed, processes), len(todo), f"OPE {name}", progress):
             store(todo[i], run)
@@ -470,6 +478,13 @@ def _track_seeded(tracker, seq, seed: int | None) -> dict:
 
 
 _WORKER_JOB: tuple | None = None  # (tracker, sequences, seed), inherited by forked workers
+
+
+def _fork_is_safe() -> bool:
+    """Whether forked workers may use autograd: not once CUDA is available (the engine starts device threads)."""
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def _worker_init() -> None:

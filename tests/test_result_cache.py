@@ -210,3 +210,15 @@ def test_update_logs_from_worker_processes_equal_those_of_one_process(tmp_path, 
                      processes=2)
     for s in seqs:
         assert _same_logs(two[s.name]["updates"], one[s.name]["updates"])
+    assert not any(two[s.name]["messages"] for s in seqs), [two[s.name]["messages"] for s in seqs]
+
+
+def test_worker_processes_are_not_forked_where_cuda_is_present(tmp_path, seqs, monkeypatch):
+    # autograd fails in a child forked after it started its CUDA threads: every SGD frame would fail there
+    one = ev.run_ope(_sgd_tracker(_net()), seqs, progress=False, tracker_name="sgd", updates=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ev, "_tracked_in_workers", lambda *a, **k: pytest.fail("forked a worker pool"))
+    with pytest.warns(RuntimeWarning, match="processes=2 ignored: a CUDA GPU is present"):
+        two = ev.run_ope(_sgd_tracker(_net()), seqs, progress=False, tracker_name="sgd", updates=True, processes=2)
+    for s in seqs:
+        assert _same_logs(two[s.name]["updates"], one[s.name]["updates"]) and not two[s.name]["messages"]
