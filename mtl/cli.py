@@ -1,4 +1,4 @@
-"""The ``mtl`` command line: ``mtl reproduce``, ``mtl generate``, ``mtl benchmark``, ``mtl evaluate``.
+"""The ``mtl`` command line: ``mtl reproduce``, ``mtl generate``, ``mtl benchmark``, ``mtl evaluate``, ``mtl track``.
 
 Each subcommand is a thin wrapper over a function in the package, so notebooks and tests call the
 same code; ``main(argv)`` is importable for tests.
@@ -167,7 +167,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", choices=["train", "val", "test"], default="test", help="which split (default: test)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", choices=["otb", "got10k"], default="otb", help="folder layout (default: otb)")
+    p.add_argument("--format", choices=["otb", "got10k", "mp4"], default="otb",
+                   help="folder layout, or mp4: one video per sequence with its boxes in <seq>.txt, "
+                        "to try `mtl track` on (default: otb)")
     p.add_argument("--quick", action="store_true", help="the short quick-mode split")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.add_argument("--num-sequences", type=int, default=None, help="only the first N sequences")
@@ -183,6 +185,55 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                        scenario=args.scenario)
         what = f"{args.split} split" + (f", {args.scenario} stress set" if args.scenario else "")
         print(f"wrote the {what} ({args.format} layout) to {out}")
+        if args.format == "mp4":
+            from pathlib import Path
+
+            first = sorted(Path(out).glob("*.mp4"))[0]
+            box = (first.parent / f"{first.stem}.txt").read_text().split()[0]
+            print(f"track one: mtl track --video {first} --box {box} --tracker siamfc --out runs/track")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="run trackers on your own video from a first-frame box; write boxes, times and an annotated video",
+        description=(
+            "Read a video (any file OpenCV decodes, or a folder of images) frame by frame, run one or "
+            "several registered trackers from the given first-frame box, and write under --out: "
+            "<tracker>/<video>.txt (x,y,w,h per frame, the toolkit's format), <tracker>/times/<video>_time.txt, "
+            "<video>_tracked.mp4 (one colour per tracker, legend, frame number) and <video>_tracked.gif "
+            "(a short preview). Memory stays flat however long the video is."
+        ),
+    )
+    p.add_argument("--video", required=True, help="video file or folder of images")
+    p.add_argument("--box", default=None, metavar="X,Y,W,H",
+                   help="the target's box on the first tracked frame (0-based pixels; a negative X as --box=-5,10,40,30)")
+    p.add_argument("--select", action="store_true",
+                   help="draw the box on the first frame in a window instead (needs a display)")
+    p.add_argument("--tracker", action="append", default=None, metavar="NAME",
+                   help="registered tracker (repeatable; default: siamfc), e.g. --tracker siamfc --tracker siamfc_gradnet")
+    p.add_argument("--frames", default=None, metavar="A:B",
+                   help="track frames A..B-1 only (0-based; the box is on frame A), e.g. 0:300 or 120:")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-gif", action="store_true", help="skip the GIF preview")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from mtl.video import track_video
+
+        if args.box is None and not args.select:
+            raise ValueError("give the target's box with --box X,Y,W,H (or --select to draw it, where a display is available)")
+        result = track_video(args.video, args.box, trackers=args.tracker or ["siamfc"], out=args.out,
+                             frames=args.frames, select=args.select, gif=not args.no_gif,
+                             progress=not args.no_progress)
+        for name, run_ in result["trackers"].items():
+            fps = len(run_["times"]) / max(float(run_["times"].sum()), 1e-9)
+            failed = f", {len(run_['failed_frames'])} failed frames" if run_["failed_frames"] else ""
+            print(f"{name}: {result['frames']} frames at {fps:.1f} frames/s{failed} -> {run_['boxes_file']}")
+        print(f"annotated video: {result['video']}" + (f" | preview: {result['gif']}" if result["gif"] else ""))
         return 0
 
     p.set_defaults(func=run)
@@ -200,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_benchmark(sub)
     _add_evaluate(sub)
+    _add_track(sub)
     return parser
 
 

@@ -367,9 +367,11 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
     ``groundtruth.txt``, ``absence.label``, ``cover.label`` (0..8; 0 on absent frames),
     ``cut_by_image.label``, ``meta_info.ini`` (with ``resolution: (W, H)``, the toolkit's IoU bound)
     and ``<out>/list.txt``: what the got10k toolkit's ``ExperimentGOT10k`` reads. Frames are JPEG (quality 95) or PNG (``image_ext=".png"``, lossless).
+    mp4: ``<out>/<Seq>.mp4`` (25 frames/s, lossy ``mp4v``) and ``<out>/<Seq>.txt`` (its ground truth, one
+    box per line): a clip to try ``mtl track`` on, with the first line as its ``--box``.
     """
-    if format not in ("otb", "got10k"):
-        raise ValueError(f"format must be 'otb' or 'got10k', got {format!r}")
+    if format not in ("otb", "got10k", "mp4"):
+        raise ValueError(f"format must be 'otb', 'got10k' or 'mp4', got {format!r}")
     if image_ext not in (".jpg", ".png"):
         raise ValueError(f"image_ext must be '.jpg' or '.png', got {image_ext!r}")
     out = Path(out_dir)
@@ -380,6 +382,12 @@ def write_split(sequences: list[Sequence], out_dir: str | os.PathLike, format: s
         from mtl.utils import progress_bar
         iterator = progress_bar(sequences, desc=f"writing {format}", leave=True)
     for seq in iterator:
+        if format == "mp4":
+            from mtl.video import write_video
+
+            write_video((seq.frame(i) for i in range(len(seq))), out / f"{seq.name}.mp4")
+            (out / f"{seq.name}.txt").write_text("\n".join(_format_box(b, ",") for b in seq.boxes) + "\n")
+            continue
         d = out / seq.name
         img_dir = d / "img" if format == "otb" else d
         img_dir.mkdir(parents=True, exist_ok=True)

@@ -129,6 +129,21 @@ def updates_file(root, benchmark: str, tracker_name: str, seq_name: str) -> Path
     return Path(root) / benchmark / tracker_name / "updates" / f"{seq_name}_updates.json"
 
 
+def box_line(box) -> str:
+    """One line of a results file: ``x,y,w,h`` with 3 decimals (the toolkit's ``%.3f``)."""
+    return ",".join(f"{v:.3f}" for v in box) + "\n"
+
+
+def time_line(seconds: float) -> str:
+    """One line of a times file: seconds with 8 decimals."""
+    return f"{seconds:.8f}\n"
+
+
+def failure_line(frame: int, message: str) -> str:
+    """One line of a failures file: ``frame,message`` (message on one line)."""
+    return f"{frame},{str(message).replace(chr(10), ' ')}\n"
+
+
 def write_results(root, benchmark: str, tracker_name: str, seq_name: str, boxes, times, failures=(),
                   updates: list | None = None) -> Path:
     """Write one sequence's boxes ``(N, 4)``, times ``(N,)``, failed frames ``[(frame, message)]`` and,
@@ -145,13 +160,11 @@ def write_results(root, benchmark: str, tracker_name: str, seq_name: str, boxes,
     if boxes.ndim != 2 or boxes.shape[1] != 4 or len(times) != len(boxes):
         raise ValueError(f"boxes must be (N, 4) and times (N,), got {boxes.shape} and {times.shape}")
     path = results_file(root, benchmark, tracker_name, seq_name)
-    text = "".join(",".join(f"{v:.3f}" for v in b) + "\n" for b in boxes)
-    atomic_write_bytes(path, text.encode())
-    atomic_write_bytes(times_file(root, benchmark, tracker_name, seq_name),
-                       "".join(f"{t:.8f}\n" for t in times).encode())
+    atomic_write_bytes(path, "".join(box_line(b) for b in boxes).encode())
+    atomic_write_bytes(times_file(root, benchmark, tracker_name, seq_name), "".join(time_line(t) for t in times).encode())
     ffile = failures_file(root, benchmark, tracker_name, seq_name)
     if failures:
-        lines = "".join(f"{f},{str(m).replace(chr(10), ' ')}\n" for f, m in failures)
+        lines = "".join(failure_line(f, m) for f, m in failures)
         atomic_write_bytes(ffile, lines.encode())
     elif ffile.exists():
         ffile.unlink()
@@ -282,48 +295,75 @@ def _tracker_call(tracker, seq, frame_index, call, *args):
     return box, msg
 
 
+class OnePass:
+    """One tracker's one-pass evaluation, a frame at a time: the per-frame rule of every tracking loop.
+
+    ``step(image)`` on frame 0 calls ``init`` with ``first_box`` and returns that box; on each later
+    frame it calls ``update``. Only those calls are timed (``time.perf_counter``). A failing frame
+    (see the module docstring) gives ``0,0,0,0`` with a warning naming ``seq_name``; a failed ``init``
+    fails every later frame. :func:`track_frames` loops it over a sequence's frames;
+    :func:`mtl.video.track_video` steps several trackers through one decoded video in lockstep.
+    """
+
+    def __init__(self, tracker, first_box, seq_name: str = "?"):
+        self.tracker, self.seq_name = tracker, seq_name
+        self.first = np.asarray(first_box, dtype=np.float64).reshape(4).copy()
+        self.frame = 0  # index of the next frame
+        self.alive = True
+        self.messages: list[tuple[int, str]] = []  # (frame, message) of each failed frame
+
+    def step(self, image) -> tuple[np.ndarray, float]:
+        """Track one frame (RGB ``HxWx3`` uint8): ``(box (4,) float64, seconds spent in init/update)``."""
+        f, self.frame = self.frame, self.frame + 1
+        start = time.perf_counter()
+        if f == 0:
+            _, msg = _tracker_call(self.tracker, self.seq_name, 0, self.tracker.init, image, self.first.copy())
+            box = self.first
+            if msg:
+                self.alive = False
+                self.messages.append((0, "init failed, every later frame failed: " + msg))
+        elif self.alive:
+            box, msg = _tracker_call(self.tracker, self.seq_name, f, self.tracker.update, image)
+            if msg:
+                self.messages.append((f, msg))
+                box = _FAILED_BOX
+        else:
+            box = _FAILED_BOX
+            self.messages.append((f, "tracker not initialised"))
+        seconds = time.perf_counter() - start
+        return np.array(box, dtype=np.float64), seconds
+
+    @property
+    def failed_frames(self) -> list[int]:
+        """Frames after the first whose box is ``0,0,0,0`` because the tracker failed."""
+        dead = set(range(1, self.frame)) if not self.alive else set()
+        return sorted({f for f, _ in self.messages if f > 0} | dead)
+
+
 def track_frames(tracker, frames: Iterable, first_box, seq_name: str = "?",
                  on_frame: Callable | None = None) -> dict:
-    """Run ``tracker`` once through ``frames`` (one-pass evaluation): the one tracking loop of ``mtl``.
+    """Run ``tracker`` once through ``frames`` (one-pass evaluation, :class:`OnePass` on each frame).
 
     ``frames``: any iterable of images (RGB ``HxWx3`` uint8 arrays or PIL images), read lazily, one
-    per frame; ``first_box``: the given ``x, y, w, h`` on frame 0. ``init`` runs on frame 0 and
-    ``update`` on every later frame; only those calls are timed (``time.perf_counter``), never the
-    reading of a frame. A failing frame (see the module docstring) is recorded as ``0,0,0,0`` with a
-    warning naming ``seq_name``; a failed ``init`` fails every later frame. ``on_frame(f, image,
-    box)``, when given, is called after each frame outside the timing (e.g. to display it).
+    per frame; ``first_box``: the given ``x, y, w, h`` on frame 0. The reading of a frame is never
+    timed. ``on_frame(f, image, box)``, when given, is called after each frame outside the timing
+    (e.g. to display it).
     Returns ``{"boxes": (N, 4) float64, "times": (N,) float64 seconds, "failed_frames": [int],
     "messages": [(frame, str)]}``; frame 0 holds the given box. Used by :func:`track_sequence` and by
     :meth:`mtl.tracker.Tracker.track` (the got10k toolkit's entry point).
     """
-    first = np.asarray(first_box, dtype=np.float64).reshape(4).copy()
-    boxes, times, messages = [], [], []
-    alive = True
+    run = OnePass(tracker, first_box, seq_name)
+    boxes, times = [], []
     for f, frame in enumerate(frames):
         image = as_rgb_array(frame)
-        start = time.perf_counter()
-        if f == 0:
-            _, msg = _tracker_call(tracker, seq_name, 0, tracker.init, image, first.copy())
-            box = first
-            if msg:
-                alive = False
-                messages.append((0, "init failed, every later frame failed: " + msg))
-        elif alive:
-            box, msg = _tracker_call(tracker, seq_name, f, tracker.update, image)
-            if msg:
-                messages.append((f, msg))
-                box = _FAILED_BOX
-        else:
-            box = _FAILED_BOX
-            messages.append((f, "tracker not initialised"))
-        times.append(time.perf_counter() - start)
-        boxes.append(np.array(box, dtype=np.float64))
+        box, seconds = run.step(image)
+        boxes.append(box)
+        times.append(seconds)
         if on_frame is not None:
-            on_frame(f, image, boxes[-1])
+            on_frame(f, image, box)
     n = len(boxes)
-    failed = sorted({f for f, _ in messages if f > 0} | ({*range(1, n)} if not alive else set()))
     return {"boxes": np.array(boxes, dtype=np.float64).reshape(n, 4), "times": np.array(times, dtype=np.float64),
-            "failed_frames": failed, "messages": messages}
+            "failed_frames": run.failed_frames, "messages": run.messages}
 
 
 def track_sequence(tracker, seq) -> dict:
