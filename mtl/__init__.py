@@ -7,3 +7,12 @@ from mtl.utils import ROOT, quick_mode, seed_everything, try_gpu
 
 __version__ = "0.1.0"
 __all__ = ["ROOT", "quick_mode", "seed_everything", "try_gpu", "__version__"]
+
+
+def __getattr__(name: str):
+    # mtl.track_video without importing OpenCV and the trackers at ``import mtl``
+    if name == "track_video":
+        from mtl.video import track_video
+
+        return track_video
+    raise AttributeError(f"module 'mtl' has no attribute {name!r}")

@@ -254,6 +254,45 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float) -> Path | None:
     return path
 
 
+def html5_video(path: str | os.PathLike, max_width: int = 320, max_frames: int | None = None):
+    """An inline ``<video>`` player of ``path`` for a notebook (``IPython.display.HTML``).
+
+    Browsers do not play the ``mp4v`` codec of our MP4 files, so the clip is re-encoded to WebM (VP8,
+    which OpenCV's own FFmpeg has) at most ``max_width`` pixels wide, and embedded as base64: the
+    notebook keeps it, so keep ``max_width`` and ``max_frames`` small.
+    """
+    import base64
+    import tempfile
+
+    from IPython.display import HTML
+
+    source = VideoSource(path, 0, max_frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        webm = Path(tmp) / "clip.webm"
+        writer = None
+        try:
+            for frame in source.frames():
+                h, w = frame.shape[:2]
+                scale = min(1.0, max_width / w)
+                size = (round(w * scale) // 2 * 2, round(h * scale) // 2 * 2)
+                if writer is None:
+                    level = cv2.utils.logging.getLogLevel()
+                    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not its tag-fallback notice
+                    try:
+                        writer = cv2.VideoWriter(str(webm), cv2.VideoWriter_fourcc(*"VP80"), source.fps, size)
+                    finally:
+                        cv2.utils.logging.setLogLevel(level)
+                    if not writer.isOpened():
+                        raise OSError("this OpenCV cannot write WebM (VP8); open the MP4 file in a video player instead")
+                writer.write(np.ascontiguousarray(cv2.resize(frame, size, interpolation=cv2.INTER_AREA)[:, :, ::-1]))
+        finally:
+            if writer is not None:
+                writer.release()
+        data = base64.b64encode(webm.read_bytes()).decode()
+    return HTML(f'<video controls loop autoplay muted style="max-width:100%"><source type="video/webm" '
+                f'src="data:video/webm;base64,{data}"></video>')
+
+
 # ------------------------------------------------------------------------------------ tracking
 
 
@@ -373,4 +412,4 @@ def _chain(first, rest):
 
 
 __all__ = ["VideoSource", "VideoDecodeError", "parse_box", "parse_frames", "check_box_in_frame", "select_box",
-           "annotate", "write_video", "write_gif", "track_video", "IMAGE_EXTENSIONS"]
+           "annotate", "write_video", "write_gif", "html5_video", "track_video", "IMAGE_EXTENSIONS"]
