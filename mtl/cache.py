@@ -182,3 +182,30 @@ def load_or_train(name: str, config: Any, model: nn.Module, train_fn: Callable[[
     if directory is None and not quick:
         _update_manifest(path, name, config, meta)
     return {**_plain(meta), "loaded": False, "checkpoint": str(path)}
+
+
+#: Where full-mode feature caches live (ignored by git: rebuilt when missing); quick mode uses runs/quick/features.
+FEATURE_DIR = ROOT / "data" / "cache" / "features"
+
+
+def cached_tensors(prefix: str, key: Any, build: Callable[[], dict], *, quick: bool = False) -> dict:
+    """``build()`` (a dict of tensors and plain values), stored under ``<folder>/<prefix>-<config_key(key)>.pt``.
+
+    The file is reused only when the key stored in it equals ``repr(key)`` (so a hash collision or a
+    changed recipe rebuilds it); a damaged file is rebuilt too. Full mode: :data:`FEATURE_DIR`; quick
+    mode: ``runs/quick/features/``. Returns the dict plus ``key``, ``path`` and ``loaded``.
+    """
+    folder = QUICK_DIR / "features" if quick else FEATURE_DIR
+    path = folder / f"{prefix}-{config_key(key)}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, weights_only=True)
+            if stored.get("key") == repr(key):
+                return {**stored, "path": str(path), "loaded": True}
+        except (OSError, RuntimeError, EOFError):
+            pass  # damaged: rebuild
+    data = build()
+    buffer = io.BytesIO()
+    torch.save({**data, "key": repr(key)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return {**data, "key": repr(key), "path": str(path), "loaded": False}

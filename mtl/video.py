@@ -15,6 +15,7 @@ Layout of ``out`` for a video ``<name>.mp4`` (the toolkit's text format, ``out``
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -254,6 +255,20 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float) -> Path | None:
     return path
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence what C libraries write to file descriptor 2 (Python's own warnings are unaffected after)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def html5_video(path: str | os.PathLike, max_width: int = 320, max_frames: int | None = None):
     """An inline ``<video>`` player of ``path`` for a notebook (``IPython.display.HTML``).
 
@@ -276,12 +291,8 @@ def html5_video(path: str | os.PathLike, max_width: int = 320, max_frames: int |
                 scale = min(1.0, max_width / w)
                 size = (round(w * scale) // 2 * 2, round(h * scale) // 2 * 2)
                 if writer is None:
-                    level = cv2.utils.logging.getLogLevel()
-                    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not its tag-fallback notice
-                    try:
+                    with _quiet_stderr():  # FFmpeg prints a harmless "tag not supported, fallback" notice
                         writer = cv2.VideoWriter(str(webm), cv2.VideoWriter_fourcc(*"VP80"), source.fps, size)
-                    finally:
-                        cv2.utils.logging.setLogLevel(level)
                     if not writer.isOpened():
                         raise OSError("this OpenCV cannot write WebM (VP8); open the MP4 file in a video player instead")
                 writer.write(np.ascontiguousarray(cv2.resize(frame, size, interpolation=cv2.INTER_AREA)[:, :, ::-1]))

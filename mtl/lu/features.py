@@ -16,16 +16,12 @@ of a model's response is the exemplar "at the estimated position" of LU Sec. IV-
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mtl.ops import box_to_center, crop_and_resize, image_to_tensor
 from mtl.siamfc import search_side
-
-#: Where full-mode feature caches live (ignored by git: rebuilt when missing).
-FEATURE_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "cache" / "features"
 
 
 def exemplar_windows(features: torch.Tensor, cells: torch.Tensor, size: int = 6) -> torch.Tensor:
@@ -103,28 +99,16 @@ def cached_clip_features(backbone: torch.nn.Module, weights_key: str, spec: str,
     hash), the dataset, the crop geometry and the clip sampling; anything else gives a new file. Full
     mode: ``data/cache/features/`` (ignored by git, rebuilt when missing); quick mode: ``runs/quick/features/``.
     """
-    from mtl.cache import config_key
+    from mtl.cache import cached_tensors
     from mtl.data import load_dataset
-    from mtl.utils import QUICK_DIR, atomic_write_bytes
 
     key = {"weights": weights_key, "spec": spec, "quick": bool(quick), "num_clips": int(num_clips),
            "clip_length": int(clip_length), "frame_step": int(frame_step), "seed": int(seed), "centred_on": "previous box",
            "geometry": {k: getattr(siamfc_config, k) for k in ("context", "exemplar_size", "instance_size")}}
-    folder = QUICK_DIR / "features" if quick else FEATURE_DIR
-    path = folder / f"clips-{config_key(key)}.pt"
-    if path.is_file():
-        try:
-            stored = torch.load(path, weights_only=True)
-            if stored.get("key") == repr(key):
-                return {**stored, "path": str(path), "loaded": True}
-        except (OSError, RuntimeError, EOFError):
-            pass  # damaged: rebuild
-    sequences = load_dataset(spec, quick=quick, seed=siamfc_config.data_seed)
-    data = clip_features(backbone, sequences, siamfc_config, num_clips=num_clips, clip_length=clip_length,
-                         frame_step=frame_step, seed=seed, device=device, progress=progress)
-    import io
 
-    buffer = io.BytesIO()
-    torch.save({**data, "key": repr(key)}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return {**data, "key": repr(key), "path": str(path), "loaded": False}
+    def build() -> dict:
+        sequences = load_dataset(spec, quick=quick, seed=siamfc_config.data_seed)
+        return clip_features(backbone, sequences, siamfc_config, num_clips=num_clips, clip_length=clip_length,
+                             frame_step=frame_step, seed=seed, device=device, progress=progress)
+
+    return cached_tensors("clips", key, build, quick=quick)

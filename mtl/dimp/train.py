@@ -1,0 +1,198 @@
+"""Offline training of DiMP's target-model predictor on the feature bank of the frozen SiamFC backbone.
+
+``train_dimp(config)`` loads the checkpoint of ``config`` or trains it: the bank (train and val
+splits, :func:`mtl.dimp.data.cached_bank`) is built once and shared by every variant; the training
+loop is :func:`mtl.train.fit` with :class:`mtl.dimp.net.DiMPStep`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from mtl.dimp.data import BankRecipe, CropGeometry, cached_bank
+from mtl.dimp.iounet import IoUNet, IoUNetConfig, IoUStep
+from mtl.dimp.net import DIMP_QUICK_OVERRIDES, BankBatches, DiMPConfig, DiMPNet, DiMPStep
+from mtl.siamfc import SiamFCConfig, method_configs
+
+MADE_BY = "mtl.dimp.train.train_dimp"
+GEOMETRY = CropGeometry()
+RECIPE = BankRecipe()
+
+
+def train_key(config: DiMPConfig, siamfc_config: SiamFCConfig) -> dict:
+    """The checkpoint key: DiMP's config, the SiamFC whose backbone made the bank, and the bank's recipe."""
+    return {"dimp": dataclasses.asdict(config), "siamfc": siamfc_config.train_key(),
+            "bank": {"geometry": dataclasses.asdict(GEOMETRY), "recipe": dataclasses.asdict(RECIPE)}}
+
+
+def _configs(config, siamfc_config, quick):
+    return method_configs(config or DiMPConfig(), siamfc_config, quick, DIMP_QUICK_OVERRIDES)
+
+
+def bank_data(config: DiMPConfig, siamfc_config: SiamFCConfig, siamfc, *, quick: bool, device="cpu",
+              progress: bool = True) -> dict:
+    """The train and val banks for ``config`` (built from ``siamfc``'s backbone when missing)."""
+    from mtl.cache import state_dict_hash
+
+    weights = state_dict_hash(siamfc.backbone.state_dict())
+    common = dict(geometry=GEOMETRY, recipe=RECIPE, data_seed=siamfc_config.data_seed, quick=quick, device=device,
+                  progress=progress)
+    return {"train": cached_bank(siamfc.backbone, weights, siamfc_config.train_spec, num_sets=config.num_sets,
+                                 seed=config.seed + 31, **common),
+            "val": cached_bank(siamfc.backbone, weights, siamfc_config.val_spec, num_sets=config.val_sets, seed=32,
+                               **common)}
+
+
+def make_optimizer(model: DiMPNet, config: DiMPConfig) -> tuple[torch.optim.Optimizer, object]:
+    """Adam with the optimizer module's scalars at ``lr_optimizer`` and the rest at ``lr``; the lr times
+    ``lr_decay`` after 60 % and 85 % of the epochs."""
+    opt_params = list(model.optimizer.parameters())
+    ids = {id(p) for p in opt_params}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": config.lr}]
+    if opt_params:
+        groups.append({"params": opt_params, "lr": config.lr_optimizer})
+    optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
+    milestones = sorted({max(1, round(config.epochs * 0.6)), max(1, round(config.epochs * 0.85))})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_decay)
+    return optimizer, scheduler
+
+
+def train_dimp(config: DiMPConfig | None = None, siamfc_config: SiamFCConfig | None = None, *, quick: bool = False,
+               device="cpu", retrain: bool = False, progress: bool = True, directory: str | Path | None = None,
+               data: dict | None = None) -> tuple[DiMPNet, dict]:
+    """Load the DiMP checkpoint for the configs or train it on the bank; ``(net in eval mode, meta)``.
+
+    ``data``: the banks (:func:`bank_data`) when the caller has them. ``meta``: ``history`` (per epoch
+    ``train_/val_`` ``loss``, ``test_first``, ``test_last``, ``lam``, ``step``, ``lr``, ``seconds``),
+    ``initial_val``, ``train_seconds``, ``bank_seconds``, ``loaded``, ``checkpoint``.
+    """
+    from mtl.cache import load_or_train
+    from mtl.siamfc import train_siamfc
+    from mtl.train import evaluate_loss, fit
+    from mtl.utils import seed_everything
+
+    cfg, scfg = _configs(config, siamfc_config, quick)
+    device = torch.device(device)
+    key = train_key(cfg, scfg)
+    siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
+    seed_everything(cfg.seed)
+    net = DiMPNet(siamfc.backbone.out_channels, cfg)
+
+    def train_fn(model: DiMPNet) -> dict:
+        banks = data or bank_data(cfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+        seed_everything(cfg.seed)
+        model.load_state_dict(DiMPNet(siamfc.backbone.out_channels, cfg).state_dict())
+        model.to(device)
+        train_loader = BankBatches(banks["train"], cfg.batch_size, cfg.sets_per_epoch, seed=cfg.seed)
+        val_loader = BankBatches(banks["val"], cfg.batch_size, cfg.val_sets, shuffle=False)
+        step = DiMPStep(RECIPE.num_train, cfg)
+        optimizer, scheduler = make_optimizer(model, cfg)
+        initial_val = evaluate_loss(model, step, val_loader, device)
+        start = time.perf_counter()
+        history = fit(model, step, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
+                      device=device, desc="DiMP", grad_clip=cfg.grad_clip, progress=progress)
+        return {"history": history, "initial_val": initial_val, "train_seconds": time.perf_counter() - start,
+                "bank_seconds": {k: v["seconds"] for k, v in banks.items()},
+                "bank_loaded": {k: v["loaded"] for k, v in banks.items()}, "config": key,
+                "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
+
+    meta = load_or_train("dimp", key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
+    return net.to(device).eval(), meta
+
+
+def load_dimp(checkpoint: str | Path | None = "default", config: DiMPConfig | None = None,
+              siamfc_config: SiamFCConfig | None = None, device="cpu") -> DiMPNet:
+    """A DiMP predictor in eval mode: ``"default"`` the stored checkpoint of the configs (quick mode: the quick
+    one when no full one exists), a path, or ``None`` (untrained; tests)."""
+    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.siamfc import SiamFCNet
+
+    cfg = config or DiMPConfig()
+    scfg = siamfc_config or SiamFCConfig()
+    net = DiMPNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg)
+    if checkpoint is not None:
+        if checkpoint == "default":
+            qcfg, qscfg = _configs(cfg, scfg, True)
+            checkpoint = default_checkpoint("dimp", train_key(cfg, scfg), train_key(qcfg, qscfg),
+                                            "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_dimp() to train it")
+        state, _ = load_checkpoint(checkpoint)
+        net.load_state_dict(state)
+    return net.to(device).eval()
+
+
+#: Quick mode for the IoU-Net: one short epoch.
+IOUNET_QUICK_OVERRIDES = {"epochs": 1, "sets_per_epoch": 48}
+
+
+def iounet_key(config: IoUNetConfig, dimp_config: DiMPConfig, siamfc_config: SiamFCConfig) -> dict:
+    """The IoU-Net's checkpoint key: its config, the bank it trains on (size and seed from ``dimp_config``)."""
+    return {"iounet": dataclasses.asdict(config), "siamfc": siamfc_config.train_key(),
+            "bank": {"num_sets": dimp_config.num_sets, "val_sets": dimp_config.val_sets, "seed": dimp_config.seed,
+                     "geometry": dataclasses.asdict(GEOMETRY), "recipe": dataclasses.asdict(RECIPE)}}
+
+
+def train_iounet(config: IoUNetConfig | None = None, dimp_config: DiMPConfig | None = None,
+                 siamfc_config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu", retrain: bool = False,
+                 progress: bool = True, directory: str | Path | None = None, data: dict | None = None):
+    """Load or train the IoU-Net on the bank of ``dimp_config`` (one for every classifier variant); ``(net, meta)``."""
+    from mtl.cache import load_or_train
+    from mtl.siamfc import train_siamfc
+    from mtl.train import evaluate_loss, fit
+    from mtl.utils import seed_everything
+
+    cfg = config or IoUNetConfig()
+    dcfg, scfg = _configs(dimp_config, siamfc_config, quick)
+    if quick:
+        cfg = dataclasses.replace(cfg, **IOUNET_QUICK_OVERRIDES)
+    device = torch.device(device)
+    key = iounet_key(cfg, dcfg, scfg)
+    siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
+    seed_everything(cfg.seed)
+    net = IoUNet(siamfc.backbone.out_channels, cfg)
+
+    def train_fn(model: IoUNet) -> dict:
+        banks = data or bank_data(dcfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+        seed_everything(cfg.seed)
+        model.load_state_dict(IoUNet(siamfc.backbone.out_channels, cfg).state_dict())
+        model.to(device)
+        train_loader = BankBatches(banks["train"], cfg.batch_size, cfg.sets_per_epoch, seed=cfg.seed)
+        val_loader = BankBatches(banks["val"], cfg.batch_size, dcfg.val_sets, shuffle=False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        milestones = sorted({max(1, round(cfg.epochs * 0.6)), max(1, round(cfg.epochs * 0.85))})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_decay)
+        step = IoUStep(RECIPE.num_train, cfg, seed=cfg.seed)
+        initial_val = evaluate_loss(model, step, val_loader, device)
+        start = time.perf_counter()
+        history = fit(model, step, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer,
+                      scheduler=scheduler, device=device, desc="IoU-Net", progress=progress)
+        return {"history": history, "initial_val": initial_val, "train_seconds": time.perf_counter() - start,
+                "config": key, "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
+
+    meta = load_or_train("iounet", key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
+    return net.to(device).eval(), meta
+
+
+def load_iounet(checkpoint: str | Path | None = "default", dimp_config: DiMPConfig | None = None,
+                siamfc_config: SiamFCConfig | None = None, config: IoUNetConfig | None = None, device="cpu") -> IoUNet:
+    """The IoU-Net in eval mode: ``"default"`` the stored checkpoint (quick mode: the quick one when no full one
+    exists), a path, or ``None`` (untrained; tests)."""
+    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.siamfc import SiamFCNet
+
+    cfg = config or IoUNetConfig()
+    dcfg = dimp_config or DiMPConfig()
+    scfg = siamfc_config or SiamFCConfig()
+    net = IoUNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg)
+    if checkpoint is not None:
+        if checkpoint == "default":
+            qd, qs = _configs(dcfg, scfg, True)
+            qcfg = dataclasses.replace(cfg, **IOUNET_QUICK_OVERRIDES)
+            checkpoint = default_checkpoint("iounet", iounet_key(cfg, dcfg, scfg), iounet_key(qcfg, qd, qs),
+                                            "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_iounet() to train it")
+        state, _ = load_checkpoint(checkpoint)
+        net.load_state_dict(state)
+    return net.to(device).eval()
