@@ -76,7 +76,8 @@ def least_squares_line_search(seed: int = 0, grid: int = 4001) -> dict:
     losses = torch.stack([loss_value(x, f0 - a * g, y, m, v, w, lam)[0] for a in alphas])
     parabola = float(loss0) - alphas * gtg + 0.5 * alphas ** 2 * gthg
     return {"alpha_gn": alpha_gn, "alpha_exact": gtg / gthg, "alpha_grid": float(alphas[losses.argmin()]),
-            "grid_step": float(alphas[1]), "parabola_error": float((losses - parabola).abs().max() / loss0)}
+            "grid_step": float(alphas[1]), "parabola_error": float((losses - parabola).abs().max() / loss0),
+            "alphas": alphas.numpy(), "losses": losses.detach().numpy(), "parabola": parabola.detach().numpy()}
 
 
 def hinge_descent(seed: int = 0, iterations: int = 10, step: float = 1.0) -> dict:
@@ -94,7 +95,7 @@ def hinge_descent(seed: int = 0, iterations: int = 10, step: float = 1.0) -> dic
             for a in alphas]
     return {"losses": curve, "max_increase": float(np.max(np.diff(curve))), "alpha_gn": alpha_gn,
             "alpha_best": float(alphas[int(np.argmin(line))]), "loss_at_gn": float(curve[1]) if step == 1 else None,
-            "loss_best": float(np.min(line))}
+            "loss_best": float(np.min(line)), "alphas": alphas, "line": np.array(line)}
 
 
 def steepest_vs_fixed_step(seed: int = 0, iterations: int = 10, lr: float | None = None) -> dict:

@@ -180,7 +180,7 @@ class DiMPStep:
         label = gaussian_label(distance_map(centers, z.shape[-1]), self.config.sigma)
         losses = [hinge_mse(model.scores(test_z, f), label, self.config.hinge_threshold) for f in filters]
         return {"loss": torch.stack(losses).mean(), "test_first": float(losses[0].detach()), "test_last": float(losses[-1].detach()),
-                "lam": float(model.optimizer.lam), "step": float(model.optimizer.log_step.exp())}
+                "lam": float(model.optimizer.lam.detach()), "step": float(model.optimizer.log_step.detach().exp())}
 
 
 class BankBatches:

@@ -73,7 +73,7 @@ class DiMPTracking:
     iou_center_jitter: float = 0.05
     iou_size_jitter: float = 0.25
     iou_steps: int = 5
-    iou_step_length: float = 1.0
+    iou_step_length: float = 0.125  # pytracking steps 1 x (w, h) in crop pixels; our boxes are in cells of 8 px
     iou_top: int = 3
     num_scales: int = 3
     scale_step: float = 1.0375

@@ -56,9 +56,44 @@ def make_optimizer(model: DiMPNet, config: DiMPConfig) -> tuple[torch.optim.Opti
     if opt_params:
         groups.append({"params": opt_params, "lr": config.lr_optimizer})
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
-    milestones = sorted({max(1, round(config.epochs * 0.6)), max(1, round(config.epochs * 0.85))})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=config.lr_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, _lr_milestones(config.epochs), gamma=config.lr_decay)
     return optimizer, scheduler
+
+
+def _lr_milestones(epochs: int) -> list[int]:
+    """After 60 % and 85 % of the epochs: where the learning rate drops (a change from DiMP's x0.2 every 15 of 50)."""
+    return sorted({max(1, round(epochs * 0.6)), max(1, round(epochs * 0.85))})
+
+
+def _train_on_bank(name: str, key: dict, make_net, step, make_optimizer_fn, *, cfg, dcfg, scfg, siamfc, epochs: int,
+                   grad_clip, quick: bool, device, retrain: bool, progress: bool, directory, data):
+    """Load ``name``/``key`` or train ``make_net()`` on the banks with ``step`` through :func:`mtl.train.fit`."""
+    from mtl.cache import load_or_train
+    from mtl.train import evaluate_loss, fit
+    from mtl.utils import seed_everything
+
+    seed_everything(cfg.seed)
+    net = make_net()
+
+    def train_fn(model) -> dict:
+        banks = data or bank_data(dcfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+        seed_everything(cfg.seed)
+        model.load_state_dict(make_net().state_dict())
+        model.to(device)
+        train_loader = BankBatches(banks["train"], cfg.batch_size, cfg.sets_per_epoch, seed=cfg.seed)
+        val_loader = BankBatches(banks["val"], cfg.batch_size, dcfg.val_sets, shuffle=False)
+        optimizer, scheduler = make_optimizer_fn(model)
+        initial_val = evaluate_loss(model, step, val_loader, device)
+        start = time.perf_counter()
+        history = fit(model, step, train_loader, val_loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+                      device=device, desc=name, grad_clip=grad_clip, progress=progress)
+        return {"history": history, "initial_val": initial_val, "train_seconds": time.perf_counter() - start,
+                "bank_seconds": {k: v["seconds"] for k, v in banks.items()},
+                "bank_loaded": {k: v["loaded"] for k, v in banks.items()}, "config": key,
+                "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
+
+    meta = load_or_train(name, key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
+    return net.to(device).eval(), meta
 
 
 def train_dimp(config: DiMPConfig | None = None, siamfc_config: SiamFCConfig | None = None, *, quick: bool = False,
@@ -70,38 +105,15 @@ def train_dimp(config: DiMPConfig | None = None, siamfc_config: SiamFCConfig | N
     ``train_/val_`` ``loss``, ``test_first``, ``test_last``, ``lam``, ``step``, ``lr``, ``seconds``),
     ``initial_val``, ``train_seconds``, ``bank_seconds``, ``loaded``, ``checkpoint``.
     """
-    from mtl.cache import load_or_train
     from mtl.siamfc import train_siamfc
-    from mtl.train import evaluate_loss, fit
-    from mtl.utils import seed_everything
 
     cfg, scfg = _configs(config, siamfc_config, quick)
     device = torch.device(device)
-    key = train_key(cfg, scfg)
     siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
-    seed_everything(cfg.seed)
-    net = DiMPNet(siamfc.backbone.out_channels, cfg)
-
-    def train_fn(model: DiMPNet) -> dict:
-        banks = data or bank_data(cfg, scfg, siamfc, quick=quick, device=device, progress=progress)
-        seed_everything(cfg.seed)
-        model.load_state_dict(DiMPNet(siamfc.backbone.out_channels, cfg).state_dict())
-        model.to(device)
-        train_loader = BankBatches(banks["train"], cfg.batch_size, cfg.sets_per_epoch, seed=cfg.seed)
-        val_loader = BankBatches(banks["val"], cfg.batch_size, cfg.val_sets, shuffle=False)
-        step = DiMPStep(RECIPE.num_train, cfg)
-        optimizer, scheduler = make_optimizer(model, cfg)
-        initial_val = evaluate_loss(model, step, val_loader, device)
-        start = time.perf_counter()
-        history = fit(model, step, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
-                      device=device, desc="DiMP", grad_clip=cfg.grad_clip, progress=progress)
-        return {"history": history, "initial_val": initial_val, "train_seconds": time.perf_counter() - start,
-                "bank_seconds": {k: v["seconds"] for k, v in banks.items()},
-                "bank_loaded": {k: v["loaded"] for k, v in banks.items()}, "config": key,
-                "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
-
-    meta = load_or_train("dimp", key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
-    return net.to(device).eval(), meta
+    return _train_on_bank("dimp", train_key(cfg, scfg), lambda: DiMPNet(siamfc.backbone.out_channels, cfg),
+                          DiMPStep(RECIPE.num_train, cfg), lambda m: make_optimizer(m, cfg), cfg=cfg, dcfg=cfg,
+                          scfg=scfg, siamfc=siamfc, epochs=cfg.epochs, grad_clip=cfg.grad_clip, quick=quick,
+                          device=device, retrain=retrain, progress=progress, directory=directory, data=data)
 
 
 def load_dimp(checkpoint: str | Path | None = "default", config: DiMPConfig | None = None,
@@ -139,41 +151,23 @@ def train_iounet(config: IoUNetConfig | None = None, dimp_config: DiMPConfig | N
                  siamfc_config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu", retrain: bool = False,
                  progress: bool = True, directory: str | Path | None = None, data: dict | None = None):
     """Load or train the IoU-Net on the bank of ``dimp_config`` (one for every classifier variant); ``(net, meta)``."""
-    from mtl.cache import load_or_train
     from mtl.siamfc import train_siamfc
-    from mtl.train import evaluate_loss, fit
-    from mtl.utils import seed_everything
 
     cfg = config or IoUNetConfig()
     dcfg, scfg = _configs(dimp_config, siamfc_config, quick)
     if quick:
         cfg = dataclasses.replace(cfg, **IOUNET_QUICK_OVERRIDES)
     device = torch.device(device)
-    key = iounet_key(cfg, dcfg, scfg)
     siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
-    seed_everything(cfg.seed)
-    net = IoUNet(siamfc.backbone.out_channels, cfg)
 
-    def train_fn(model: IoUNet) -> dict:
-        banks = data or bank_data(dcfg, scfg, siamfc, quick=quick, device=device, progress=progress)
-        seed_everything(cfg.seed)
-        model.load_state_dict(IoUNet(siamfc.backbone.out_channels, cfg).state_dict())
-        model.to(device)
-        train_loader = BankBatches(banks["train"], cfg.batch_size, cfg.sets_per_epoch, seed=cfg.seed)
-        val_loader = BankBatches(banks["val"], cfg.batch_size, dcfg.val_sets, shuffle=False)
+    def optimizer_fn(model):
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        milestones = sorted({max(1, round(cfg.epochs * 0.6)), max(1, round(cfg.epochs * 0.85))})
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_decay)
-        step = IoUStep(RECIPE.num_train, cfg, seed=cfg.seed)
-        initial_val = evaluate_loss(model, step, val_loader, device)
-        start = time.perf_counter()
-        history = fit(model, step, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer,
-                      scheduler=scheduler, device=device, desc="IoU-Net", progress=progress)
-        return {"history": history, "initial_val": initial_val, "train_seconds": time.perf_counter() - start,
-                "config": key, "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, _lr_milestones(cfg.epochs), gamma=cfg.lr_decay)
 
-    meta = load_or_train("iounet", key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
-    return net.to(device).eval(), meta
+    return _train_on_bank("iounet", iounet_key(cfg, dcfg, scfg), lambda: IoUNet(siamfc.backbone.out_channels, cfg),
+                          IoUStep(RECIPE.num_train, cfg, seed=cfg.seed), optimizer_fn, cfg=cfg, dcfg=dcfg, scfg=scfg,
+                          siamfc=siamfc, epochs=cfg.epochs, grad_clip=None, quick=quick, device=device, retrain=retrain,
+                          progress=progress, directory=directory, data=data)
 
 
 def load_iounet(checkpoint: str | Path | None = "default", dimp_config: DiMPConfig | None = None,
@@ -196,3 +190,21 @@ def load_iounet(checkpoint: str | Path | None = "default", dimp_config: DiMPConf
         state, _ = load_checkpoint(checkpoint)
         net.load_state_dict(state)
     return net.to(device).eval()
+
+
+@torch.no_grad()
+def mean_steepest_step(net: DiMPNet, bank: dict, batches: int = 20, batch_size: int = 8) -> float:
+    """The mean first steepest-descent step ``exp(beta) alpha`` of ``net`` over the first ``batches`` batches of
+    ``bank``: where Table 1's "GD" starts its learned per-coefficient steps (``DiMPConfig.gd_step_init``)."""
+    from mtl.dimp.optimizer import gauss_newton_step, gradient_and_jg
+
+    steps = []
+    for i, (features, boxes) in enumerate(BankBatches(bank, batch_size, batches * batch_size, shuffle=False)):
+        z = net.classification_features(features)
+        n = RECIPE.num_train
+        f0 = net.initial_filter(z[:, :n], boxes[:, :n])
+        y, m, v = net.loss_terms(boxes[:, :n], z.shape[-1])
+        w = z.new_full((z.shape[0], n), 1.0 / n)
+        g, jg, _ = gradient_and_jg(z[:, :n], f0, y, m, v, w, net.optimizer.lam)
+        steps.append(net.optimizer.log_step.exp() * gauss_newton_step(g, jg, net.optimizer.lam))
+    return float(torch.cat(steps).mean())
