@@ -208,3 +208,36 @@ def mean_steepest_step(net: DiMPNet, bank: dict, batches: int = 20, batch_size: 
         g, jg, _ = gradient_and_jg(z[:, :n], f0, y, m, v, w, net.optimizer.lam)
         steps.append(net.optimizer.log_step.exp() * gauss_newton_step(g, jg, net.optimizer.lam))
     return float(torch.cat(steps).mean())
+
+
+#: Epochs of the Table 1-2 variants: one equal, shorter schedule for all of them (the headline model trains longer).
+ABLATION_EPOCHS = 4
+
+
+def train_ablations(siamfc_config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu",
+                    retrain: bool = False, progress: bool = True, epochs: int = ABLATION_EPOCHS) -> dict:
+    """Load or train every variant of :data:`mtl.dimp.net.VARIANTS` on the shared bank with ``epochs`` epochs.
+
+    GD's per-coefficient steps start at the mean first steepest-descent step of the untrained model on the
+    val bank (rounded to 4 decimals, so the config and its checkpoint key are reproducible).
+    Returns ``{name: (net, meta)}``.
+    """
+    from mtl.dimp.net import VARIANTS, config_variant
+    from mtl.siamfc import train_siamfc
+    from mtl.utils import seed_everything
+
+    base = dataclasses.replace(DiMPConfig(), epochs=epochs)
+    cfg, scfg = _configs(base, siamfc_config, quick)
+    siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
+    banks = bank_data(cfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+    seed_everything(cfg.seed)
+    gd_init = round(mean_steepest_step(DiMPNet(siamfc.backbone.out_channels, cfg), banks["val"],
+                                       batches=min(20, max(1, cfg.val_sets // 8))), 4)
+    out = {}
+    for name in VARIANTS:
+        c = config_variant(name, base)
+        if name == "gd":
+            c = dataclasses.replace(c, gd_step_init=gd_init)
+        out[name] = train_dimp(c, siamfc_config, quick=quick, device=device, retrain=retrain, progress=progress,
+                               data=banks)
+    return out
