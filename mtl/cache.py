@@ -99,6 +99,18 @@ def default_checkpoint(name: str, config: Any, quick_config: Any, hint: str) -> 
     return path
 
 
+def load_into(net: nn.Module, name: str, checkpoint: str | Path | None, config: Any, quick_config: Any, hint: str,
+              device="cpu") -> nn.Module:
+    """``net`` in eval mode on ``device`` with the weights of ``checkpoint``: ``"default"`` -> the stored one of
+    ``name``/``config`` (:func:`default_checkpoint`), a path -> that file, ``None`` -> left as initialised."""
+    if checkpoint is not None:
+        if checkpoint == "default":
+            checkpoint = default_checkpoint(name, config, quick_config, hint)
+        state, _ = load_checkpoint(checkpoint)
+        net.load_state_dict(state)
+    return net.to(device).eval()
+
+
 def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], config: Any,
                     meta: Mapping[str, Any] | None = None) -> Path:
     """Atomically write ``state_dict`` with its config and JSON-able ``meta`` (e.g. training history)."""

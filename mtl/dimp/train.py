@@ -120,20 +120,15 @@ def load_dimp(checkpoint: str | Path | None = "default", config: DiMPConfig | No
               siamfc_config: SiamFCConfig | None = None, device="cpu") -> DiMPNet:
     """A DiMP predictor in eval mode: ``"default"`` the stored checkpoint of the configs (quick mode: the quick
     one when no full one exists), a path, or ``None`` (untrained; tests)."""
-    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.cache import load_into
     from mtl.siamfc import SiamFCNet
 
     cfg = config or DiMPConfig()
     scfg = siamfc_config or SiamFCConfig()
-    net = DiMPNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg)
-    if checkpoint is not None:
-        if checkpoint == "default":
-            qcfg, qscfg = _configs(cfg, scfg, True)
-            checkpoint = default_checkpoint("dimp", train_key(cfg, scfg), train_key(qcfg, qscfg),
-                                            "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_dimp() to train it")
-        state, _ = load_checkpoint(checkpoint)
-        net.load_state_dict(state)
-    return net.to(device).eval()
+    qcfg, qscfg = _configs(cfg, scfg, True)
+    return load_into(DiMPNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg), "dimp", checkpoint,
+                     train_key(cfg, scfg), train_key(qcfg, qscfg),
+                     "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_dimp() to train it", device)
 
 
 #: Quick mode for the IoU-Net: one short epoch.
@@ -174,22 +169,17 @@ def load_iounet(checkpoint: str | Path | None = "default", dimp_config: DiMPConf
                 siamfc_config: SiamFCConfig | None = None, config: IoUNetConfig | None = None, device="cpu") -> IoUNet:
     """The IoU-Net in eval mode: ``"default"`` the stored checkpoint (quick mode: the quick one when no full one
     exists), a path, or ``None`` (untrained; tests)."""
-    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.cache import load_into
     from mtl.siamfc import SiamFCNet
 
     cfg = config or IoUNetConfig()
     dcfg = dimp_config or DiMPConfig()
     scfg = siamfc_config or SiamFCConfig()
-    net = IoUNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg)
-    if checkpoint is not None:
-        if checkpoint == "default":
-            qd, qs = _configs(dcfg, scfg, True)
-            qcfg = dataclasses.replace(cfg, **IOUNET_QUICK_OVERRIDES)
-            checkpoint = default_checkpoint("iounet", iounet_key(cfg, dcfg, scfg), iounet_key(qcfg, qd, qs),
-                                            "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_iounet() to train it")
-        state, _ = load_checkpoint(checkpoint)
-        net.load_state_dict(state)
-    return net.to(device).eval()
+    qd, qs = _configs(dcfg, scfg, True)
+    qcfg = dataclasses.replace(cfg, **IOUNET_QUICK_OVERRIDES)
+    return load_into(IoUNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg), "iounet", checkpoint,
+                     iounet_key(cfg, dcfg, scfg), iounet_key(qcfg, qd, qs),
+                     "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_iounet() to train it", device)
 
 
 @torch.no_grad()

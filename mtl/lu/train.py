@@ -291,18 +291,12 @@ def load_lu(checkpoint: str | Path | None = "default", config: LUConfig | None =
     the quick one when no full one exists); a path -> that file; ``None`` -> an untrained updater
     (``s = 1``; tests). Raises ``FileNotFoundError`` naming the file and how to make it.
     """
-    from mtl.cache import default_checkpoint, load_checkpoint
+    from mtl.cache import load_into
     from mtl.siamfc import SiamFCNet
 
     cfg = config or LUConfig()
     scfg = siamfc_config or SiamFCConfig()
-    channels = SiamFCNet.from_config(scfg).backbone.out_channels
-    net = LUNet(channels, cfg)
-    if checkpoint is not None:
-        if checkpoint == "default":
-            qcfg, qscfg = _configs(cfg, scfg, True)
-            checkpoint = default_checkpoint("lu", train_key(cfg, scfg), train_key(qcfg, qscfg),
-                                            "run notebooks/04_learning_to_update.ipynb or mtl.lu.train_lu() to train it")
-        state, _ = load_checkpoint(checkpoint)
-        net.load_state_dict(state)
-    return net.to(device).eval()
+    qcfg, qscfg = _configs(cfg, scfg, True)
+    return load_into(LUNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg), "lu", checkpoint,
+                     train_key(cfg, scfg), train_key(qcfg, qscfg),
+                     "run notebooks/04_learning_to_update.ipynb or mtl.lu.train_lu() to train it", device)
