@@ -219,22 +219,24 @@ def annotate(frame: np.ndarray, boxes: dict, colors: dict, frame_index: int) -> 
     return out
 
 
-def open_video_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
-    """An MP4 writer (``mp4v``: in every OpenCV build; browsers may need H.264, see the notebook)."""
+def open_video_writer(path: Path, fps: float, width: int, height: int, fourcc: str = "mp4v") -> cv2.VideoWriter:
+    """A video writer: ``mp4v`` (MP4, in every OpenCV build; browsers do not play it) or ``VP80`` (WebM, for
+    :func:`html5_video`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (int(width), int(height)))
+    with _quiet_stderr():  # FFmpeg prints a harmless "tag not supported, fallback" notice for VP80 in WebM
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (int(width), int(height)))
     if not writer.isOpened():
-        raise OSError(f"could not open {path} for writing an MP4 video")
+        raise OSError(f"could not open {path} for writing a {fourcc} video")
     return writer
 
 
-def write_video(frames, path: str | os.PathLike, fps: float = DEFAULT_FPS) -> Path:
-    """Write RGB frames (any iterable of ``HxWx3`` uint8 of one size) to an MP4 file; returns its path."""
+def write_video(frames, path: str | os.PathLike, fps: float = DEFAULT_FPS, fourcc: str = "mp4v") -> Path:
+    """Write RGB frames (any iterable of ``HxWx3`` uint8 of one size) to a video file; returns its path."""
     path, writer = Path(path), None
     try:
         for frame in frames:
             if writer is None:
-                writer = open_video_writer(path, fps, frame.shape[1], frame.shape[0])
+                writer = open_video_writer(path, fps, frame.shape[1], frame.shape[0], fourcc)
             writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
     finally:
         if writer is not None:
@@ -281,24 +283,14 @@ def html5_video(path: str | os.PathLike, max_width: int = 320, max_frames: int |
 
     from IPython.display import HTML
 
+    def small(frame):
+        h, w = frame.shape[:2]
+        scale = min(1.0, max_width / w)
+        return cv2.resize(frame, (round(w * scale) // 2 * 2, round(h * scale) // 2 * 2), interpolation=cv2.INTER_AREA)
+
     source = VideoSource(path, 0, max_frames)
     with tempfile.TemporaryDirectory() as tmp:
-        webm = Path(tmp) / "clip.webm"
-        writer = None
-        try:
-            for frame in source.frames():
-                h, w = frame.shape[:2]
-                scale = min(1.0, max_width / w)
-                size = (round(w * scale) // 2 * 2, round(h * scale) // 2 * 2)
-                if writer is None:
-                    with _quiet_stderr():  # FFmpeg prints a harmless "tag not supported, fallback" notice
-                        writer = cv2.VideoWriter(str(webm), cv2.VideoWriter_fourcc(*"VP80"), source.fps, size)
-                    if not writer.isOpened():
-                        raise OSError("this OpenCV cannot write WebM (VP8); open the MP4 file in a video player instead")
-                writer.write(np.ascontiguousarray(cv2.resize(frame, size, interpolation=cv2.INTER_AREA)[:, :, ::-1]))
-        finally:
-            if writer is not None:
-                writer.release()
+        webm = write_video((small(f) for f in source.frames()), Path(tmp) / "clip.webm", source.fps, fourcc="VP80")
         data = base64.b64encode(webm.read_bytes()).decode()
     return HTML(f'<video controls loop autoplay muted style="max-width:100%"><source type="video/webm" '
                 f'src="data:video/webm;base64,{data}"></video>')

@@ -67,12 +67,6 @@ class CropGeometry:
                          cw * self.stride * a, ch * self.stride * a])
 
 
-def cell_center(cells: np.ndarray) -> np.ndarray:
-    """Centre ``(..., 2)`` of boxes ``(..., 4)`` in cell coordinates (the box spans ``[x, x + w]``)."""
-    cells = np.asarray(cells)
-    return cells[..., :2] + cells[..., 2:] / 2
-
-
 def jittered_crop(frame: np.ndarray, box, geometry: CropGeometry, rng: np.random.Generator, scale_sigma: float,
                   center_factor: float) -> tuple[np.ndarray, np.ndarray]:
     """A search crop around a jittered target (DiMP's processing, ``specs/dimp_roam.md`` §1(a).2): the size

@@ -139,10 +139,14 @@ class DiMPNet(nn.Module):
         k = self.config.filter_size
         return train_z.new_zeros(train_z.shape[0], train_z.shape[2], k, k)
 
+    @staticmethod
+    def distances(boxes: torch.Tensor, size: int) -> torch.Tensor:
+        """Distance (cells) of every cell of a ``size x size`` map to the centre of ``boxes`` ``(B, n, 4)`` -> ``(B, n, size, size)``."""
+        return distance_map(boxes[..., :2] + boxes[..., 2:] / 2, size)
+
     def loss_terms(self, boxes: torch.Tensor, size: int):
         """``(y, m, v)`` ``(B, n, H, W)`` for targets at ``boxes`` ``(B, n, 4)`` (cells)."""
-        centers = boxes[..., :2] + boxes[..., 2:] / 2
-        return self.loss_maps(distance_map(centers, size))
+        return self.loss_maps(self.distances(boxes, size))
 
     def predict(self, train_z: torch.Tensor, train_boxes: torch.Tensor, sample_weight: torch.Tensor | None = None,
                 num_iter: int | None = None, filt: torch.Tensor | None = None) -> tuple[list, list]:
@@ -175,9 +179,8 @@ class DiMPStep:
         z = model.classification_features(features)
         n = self.num_train
         filters, _ = model.predict(z[:, :n], boxes[:, :n])
-        test_z, test_boxes = z[:, n:], boxes[:, n:]
-        centers = test_boxes[..., :2] + test_boxes[..., 2:] / 2
-        label = gaussian_label(distance_map(centers, z.shape[-1]), self.config.sigma)
+        test_z = z[:, n:]
+        label = gaussian_label(model.distances(boxes[:, n:], z.shape[-1]), self.config.sigma)
         losses = [hinge_mse(model.scores(test_z, f), label, self.config.hinge_threshold) for f in filters]
         return {"loss": torch.stack(losses).mean(), "test_first": float(losses[0].detach()), "test_last": float(losses[-1].detach()),
                 "lam": float(model.optimizer.lam.detach()), "step": float(model.optimizer.log_step.detach().exp())}

@@ -280,7 +280,7 @@ class DiMPTracker(Tracker):
             a = sides[k] / geo.crop_size
             crop_px = peak_cells * geo.stride + geo.first_cell_pixel
             center = self.center + (crop_px - (geo.crop_size - 1) / 2) * a
-            if self.iounet is not None and p.box == "iounet":
+            if p.box == "iounet":
                 center, size = self.refine(x[k:k + 1], center_to_box(center, self.size), search_center, sides[k])
             else:
                 size = self.size * ((1 - p.scale_lr) + p.scale_lr * self.scale_factors[k])

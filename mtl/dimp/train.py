@@ -186,7 +186,7 @@ def load_iounet(checkpoint: str | Path | None = "default", dimp_config: DiMPConf
 def mean_steepest_step(net: DiMPNet, bank: dict, batches: int = 20, batch_size: int = 8) -> float:
     """The mean first steepest-descent step ``exp(beta) alpha`` of ``net`` over the first ``batches`` batches of
     ``bank``: where Table 1's "GD" starts its learned per-coefficient steps (``DiMPConfig.gd_step_init``)."""
-    from mtl.dimp.optimizer import gauss_newton_step, gradient_and_jg
+    from mtl.dimp.optimizer import gradient_and_jg
 
     steps = []
     for i, (features, boxes) in enumerate(BankBatches(bank, batch_size, batches * batch_size, shuffle=False)):
@@ -196,7 +196,7 @@ def mean_steepest_step(net: DiMPNet, bank: dict, batches: int = 20, batch_size: 
         y, m, v = net.loss_terms(boxes[:, :n], z.shape[-1])
         w = z.new_full((z.shape[0], n), 1.0 / n)
         g, jg, _ = gradient_and_jg(z[:, :n], f0, y, m, v, w, net.optimizer.lam)
-        steps.append(net.optimizer.log_step.exp() * gauss_newton_step(g, jg, net.optimizer.lam))
+        steps.append(net.optimizer.step_factors(g, jg).flatten())
     return float(torch.cat(steps).mean())
 
 
