@@ -75,6 +75,7 @@ class DiMPTracking:
     iou_steps: int = 5
     iou_step_length: float = 0.125  # pytracking steps 1 x (w, h) in crop pixels; our boxes are in cells of 8 px
     iou_top: int = 3
+    iou_size_rate: float = 1.0  # ours: size <- (1 - r) size + r (IoU-Net's size); DiMP takes the IoU-Net's size (r = 1)
     num_scales: int = 3
     scale_step: float = 1.0375
     scale_penalty: float = 0.9745
@@ -86,6 +87,8 @@ class DiMPTracking:
             raise ValueError(f"box must be 'iounet' or 'scales', got {self.box!r}")
         if self.update not in ("memory", "average", "none"):
             raise ValueError(f"update must be 'memory', 'average' or 'none', got {self.update!r}")
+        if not 0 < self.iou_size_rate <= 1:
+            raise ValueError(f"iou_size_rate must be in (0, 1], got {self.iou_size_rate}")
         if self.memory_size < 16 or self.num_scales < 1 or self.num_scales % 2 != 1:
             raise ValueError("memory_size >= 16 (frame 0 takes 15 samples) and an odd num_scales are required")
 
@@ -282,6 +285,7 @@ class DiMPTracker(Tracker):
             center = self.center + (crop_px - (geo.crop_size - 1) / 2) * a
             if p.box == "iounet":
                 center, size = self.refine(x[k:k + 1], center_to_box(center, self.size), search_center, sides[k])
+                size = (1 - p.iou_size_rate) * self.size + p.iou_size_rate * size
             else:
                 size = self.size * ((1 - p.scale_lr) + p.scale_lr * self.scale_factors[k])
             self.center = np.clip(center, 0, self.image_size - 1)
