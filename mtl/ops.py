@@ -38,20 +38,23 @@ def context_size(size, context: float) -> float:
     return float(np.sqrt((w + p) * (h + p)))
 
 
-def crop_matrix(center, crop_size: float, out_size: int) -> np.ndarray:
+def crop_matrix(center, crop_size: float, out_size: int, stretch: float = 1.0) -> np.ndarray:
     """Affine map ``(2, 3)`` from crop pixel ``(u, v)`` to image point: ``x = a u + cx - a (out - 1)/2``, ``a = crop/out``.
 
     The crop covers the square of side ``crop_size`` image pixels centred at ``center``, sampled
-    on an ``out_size x out_size`` grid whose centre pixel lands on ``center``.
+    on an ``out_size x out_size`` grid whose centre pixel lands on ``center``. ``stretch`` ``r`` != 1
+    covers ``crop_size / r`` by ``crop_size r`` pixels instead: the square crop of the image stretched
+    by ``(r, 1 / r)`` (ROAM's aspect augmentation).
     """
     cx, cy = np.asarray(center, dtype=np.float64).reshape(2)
     a = float(crop_size) / out_size
-    off = a * (out_size - 1) / 2
-    return np.array([[a, 0.0, cx - off], [0.0, a, cy - off]], dtype=np.float64)
+    ax, ay = a / stretch, a * stretch
+    return np.array([[ax, 0.0, cx - ax * (out_size - 1) / 2], [0.0, ay, cy - ay * (out_size - 1) / 2]],
+                    dtype=np.float64)
 
 
 def crop_and_resize(image: np.ndarray, center, crop_sizes, out_size: int, pad_value=None,
-                    interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+                    interpolation: int = cv2.INTER_LINEAR, stretch: float = 1.0) -> np.ndarray:
     """Crop squares centred at ``center`` and resize them to ``out_size``; pad outside the image with its mean.
 
     This is the only crop function of the project (exemplars, search regions, training pairs,
@@ -65,6 +68,7 @@ def crop_and_resize(image: np.ndarray, center, crop_sizes, out_size: int, pad_va
         out_size: side of each output crop in pixels.
         pad_value: colour for pixels outside the image, ``(3,)``; default the image's mean colour
             (SiamFC pads with the mean so that padding looks like "average background").
+        stretch: crop the image stretched by ``(stretch, 1 / stretch)`` (see :func:`crop_matrix`).
     Returns:
         ``(out, out, 3)`` for a scalar ``crop_sizes``, else ``(K, out, out, 3)``; dtype of ``image``.
     """
@@ -75,13 +79,15 @@ def crop_and_resize(image: np.ndarray, center, crop_sizes, out_size: int, pad_va
         raise ValueError(f"crop sizes must be positive finite numbers, got {crop_sizes!r}")
     if int(out_size) != out_size or out_size < 1:
         raise ValueError(f"out_size must be a positive integer, got {out_size!r}")
+    if not (np.isfinite(stretch) and stretch > 0):
+        raise ValueError(f"stretch must be a positive finite number, got {stretch!r}")
     if pad_value is None:
         pad_value = image.mean(axis=(0, 1))
     border = tuple(float(v) for v in np.broadcast_to(np.asarray(pad_value, dtype=np.float64), (3,)))
     out_size = int(out_size)
     crops = np.empty((len(sizes), out_size, out_size, 3), dtype=image.dtype)
     for k, s in enumerate(sizes):
-        m = crop_matrix(center, s, out_size)
+        m = crop_matrix(center, s, out_size, stretch)
         cv2.warpAffine(image, m, (out_size, out_size), dst=crops[k],
                        flags=interpolation | cv2.WARP_INVERSE_MAP,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=border)

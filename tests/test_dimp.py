@@ -392,3 +392,22 @@ def test_tracking_options_are_checked():
         make_dimp_tracker(checkpoint=None, box="scales", windw=1)
     with pytest.raises(ValueError, match="update must be"):
         DiMPTracking(update="sometimes")
+    with pytest.raises(ValueError, match="iou_size_rate"):
+        DiMPTracking(iou_size_rate=0.0)
+
+
+def test_iou_size_rate_blends_the_last_size_with_the_iounets():
+    """One frame with the same random candidates: the size at rate r is (1 - r) x the last size + r x rate 1's."""
+    from mtl.dimp import make_dimp_tracker
+    from mtl.utils import seed_everything
+
+    frames, box = _square_video(2)
+    out = {}
+    for rate in (1.0, 0.25):
+        seed_everything(0)
+        trk = make_dimp_tracker(checkpoint=None, iounet_checkpoint=None, iou_size_rate=rate, update="none")
+        trk.init(frames[0], box)
+        out[rate] = trk.update(frames[1])
+    np.testing.assert_allclose(out[1.0][:2] + out[1.0][2:] / 2, out[0.25][:2] + out[0.25][2:] / 2, atol=1e-9)
+    np.testing.assert_allclose(out[0.25][2:], 0.75 * box[2:] + 0.25 * out[1.0][2:], atol=1e-9)
+    assert np.abs(out[1.0][2:] - box[2:]).max() > 1e-3  # the IoU-Net did move the size

@@ -42,19 +42,21 @@ class CropGeometry:
         w, h = np.asarray(size, dtype=np.float64).reshape(2)
         return float(self.search_factor * np.sqrt(w * h))
 
-    def box_to_cells(self, box, center, side: float) -> np.ndarray:
-        """An image box ``[x, y, w, h]`` -> cell coordinates in the crop of ``side`` px centred at ``center``.
+    def box_to_cells(self, box, center, side: float, stretch: float = 1.0) -> np.ndarray:
+        """An image box ``[x, y, w, h]`` -> cell coordinates in the crop of ``side`` px centred at ``center``
+        (``stretch``: of the image stretched by ``(stretch, 1 / stretch)``, :func:`mtl.ops.crop_matrix`).
 
         The box covers pixels ``x .. x + w - 1``, i.e. ``[x - 0.5, x + w - 0.5]`` with pixel ``u`` centred at
         ``u`` (in the image and in the crop alike); crop coordinate ``u`` is cell ``(u - 43) / 8``.
         """
         a = side / self.crop_size  # image pixels per crop pixel
+        ax, ay = a / stretch, a * stretch
         half = (self.crop_size - 1) / 2
         x, y, w, h = np.asarray(box, dtype=np.float64)
-        u0 = (x - 0.5 - center[0]) / a + half
-        v0 = (y - 0.5 - center[1]) / a + half
+        u0 = (x - 0.5 - center[0]) / ax + half
+        v0 = (y - 0.5 - center[1]) / ay + half
         return np.array([(u0 - self.first_cell_pixel) / self.stride, (v0 - self.first_cell_pixel) / self.stride,
-                         w / a / self.stride, h / a / self.stride])
+                         w / ax / self.stride, h / ay / self.stride])
 
     def cells_to_box(self, cells, center, side: float) -> np.ndarray:
         """Inverse of :meth:`box_to_cells`."""

@@ -17,7 +17,8 @@ Per frame (``specs/dimp_roam.md`` §1(a) "Tracking", pytracking's ``dimp.py``):
 
 Box: ``box="iounet"`` (DiMP): from the located centre and the last size plus ``iou_candidates`` jittered
 boxes, ``iou_steps`` of gradient ascent on the IoU-Net's prediction (:func:`mtl.dimp.iounet.refine_boxes`),
-the best ``iou_top`` averaged: the new centre *and* size. ``box="scales"`` (the ablation): a
+the best ``iou_top`` averaged: the new centre *and* size (the size blended with the last one by
+``iou_size_rate``, a change of ours chosen on val in notebook 05; DiMP's 1 takes it as it is). ``box="scales"`` (the ablation): a
 ``num_scales`` search with SiamFC's scale step, penalty and damping.
 
 Frame 0: ``f`` = the initializer's ``f0`` plus ``init_iter`` iterations on augmented copies of the
@@ -59,7 +60,7 @@ class DiMPTracking:
     hard_negative_lr: float = 0.02
     first_frame_min_weight: float = 0.25
     average_rate: float = 0.05
-    not_found_threshold: float = 0.25
+    not_found_threshold: float = 0.0  # chosen on val in notebook 05 (pytracking 0.25; our scores peak lower)
     distractor_threshold: float = 0.8
     hard_negative_threshold: float = 0.5
     target_neighborhood: float = 2.2
@@ -73,7 +74,7 @@ class DiMPTracking:
     iou_center_jitter: float = 0.05
     iou_size_jitter: float = 0.25
     iou_steps: int = 5
-    iou_step_length: float = 0.125  # pytracking steps 1 x (w, h) in crop pixels; our boxes are in cells of 8 px
+    iou_step_length: float = 0.0625  # chosen on val in notebook 05 from {1/8 (pytracking's 1 in 8-px cells), 1/16}
     iou_top: int = 3
     iou_size_rate: float = 1.0  # ours: size <- (1 - r) size + r (IoU-Net's size); DiMP takes the IoU-Net's size (r = 1)
     num_scales: int = 3

@@ -1,0 +1,181 @@
+"""ROAM's meta-learner and its unroll over one batch of clips (``specs/dimp_roam.md`` §2(a) "Meta-training").
+
+Per clip (features of :mod:`mtl.roam.data`: 9 copies of frame 0, then frames 1..30):
+
+1. size the filter from frame 0's box; ``theta'_0 = theta_0 / eps`` (RFS, :func:`mtl.roam.optimizer.draw_rfs`);
+2. **first step, second order**: ``l_0`` on the 9 copies, ``g_0 = dl_0/dtheta'`` with ``create_graph``,
+   ``theta'_1 = theta'_0 - lambda_0 * g_0``; meta-loss ``L_1`` on frame ``1 + delta``;
+3. **updates k = 1..T-1, first order**: re-size the filter from frame ``k tau``; ``l_k`` on frames
+   ``(k-1) tau + 1 .. k tau``; ``g_k`` without ``create_graph``; ``lambda_k`` from the optimizer (its inputs
+   detached, its LSTM state carried with gradient); ``theta'_{k+1} = theta'_k.detach() - lambda_k * g_k``;
+   meta-loss ``L_{k+1}`` on frame ``k tau + 1 + delta``.
+
+``theta_0`` and ``lambda_0`` learn only through ``L_1``; the optimizer through every later ``L_k``.
+Optimizers (:attr:`ROAMConfig.optimizer`): ``"lstm"`` (ROAM), ``"const"`` (ConstLR: one learned rate per
+coordinate, the same at every step), ``"sgd"`` (a fixed rate ``sgd_lr``, nothing learned for the updates).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mtl.roam.loss import response_label, response_loss
+from mtl.roam.model import ThetaLayout, filter_shape, response
+from mtl.roam.optimizer import CoordinateLSTM, draw_rfs, lstm_inputs
+
+
+@dataclass(frozen=True)
+class ROAMConfig:
+    """ROAM's model, optimizer and meta-training (paper / code values in ``specs/dimp_roam.md`` §2(b))."""
+
+    reduced: int = 8  # C_r
+    k0: int = 9  # canonical filter size
+    rho: float = 1.5
+    tau: int = 5
+    updates: int = 5  # T - 1 LSTM steps per clip (T = 6 meta-losses)
+    optimizer: str = "lstm"  # "lstm" | "const" | "sgd"
+    hidden: int = 20
+    layers: int = 2
+    lambda_max: float = 1.0  # the rates' range; calibrated on val (calibrate_lr)
+    init_fraction: float = 0.1  # the LSTM's first rates: init_fraction x lambda_max
+    lambda0: float = 0.1  # initial lambda_0 (all coordinates)
+    sgd_lr: float = 0.1  # the "sgd" optimizer's rate
+    theta0_scale: float = 1.0  # theta_0 ~ N(0, scale^2 / fan_in); ours: the paper's 1e-5 fits raw VGG magnitudes, and a
+    # near-zero start of our two-layer (1x1 conv, filter) model has near-zero gradients in both layers
+    kappa: float = 1.6  # RFS range; 0 = without RFS
+    label_alpha: float = 20.0
+    loss_margin: float = 0.1
+    lr_theta0: float = 1e-3
+    lr_lambda0: float = 1e-2
+    lr_optimizer: float = 1e-3
+    clip_theta0: float = 10.0
+    clip_optimizer: float = 1.0
+    epochs: int = 8
+    clips_per_epoch: int = 600
+    batch_size: int = 8
+    num_clips: int = 600
+    val_clips: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in ("lstm", "const", "sgd"):
+            raise ValueError(f"optimizer must be 'lstm', 'const' or 'sgd', got {self.optimizer!r}")
+        if self.k0 % 2 != 1 or self.tau < 1 or self.updates < 1:
+            raise ValueError("k0 must be odd and tau, updates >= 1")
+        if not (self.lambda_max > 0 and self.lambda0 > 0 and self.sgd_lr > 0):
+            raise ValueError("lambda_max, lambda0 and sgd_lr must be positive")
+
+
+class ROAMLearner(nn.Module):
+    """``theta_0``, ``log lambda_0`` (flat, one per coordinate) and the update optimizer of a config."""
+
+    def __init__(self, in_channels: int, config: ROAMConfig | None = None):
+        super().__init__()
+        cfg = self.config = config or ROAMConfig()
+        self.layout = ThetaLayout.for_model(in_channels, cfg.reduced, cfg.k0)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.theta0 = nn.Parameter(self.layout.flatten(self.layout.initial(gen, cfg.theta0_scale)))
+        self.log_lambda0 = nn.Parameter(torch.full((self.layout.numel,), math.log(cfg.lambda0)))
+        self.lstm = CoordinateLSTM(cfg.lambda_max, cfg.hidden, cfg.layers, cfg.init_fraction) \
+            if cfg.optimizer == "lstm" else None
+        self.log_const = nn.Parameter(torch.full((self.layout.numel,), math.log(cfg.init_fraction * cfg.lambda_max))) \
+            if cfg.optimizer == "const" else None
+
+    def meta_parameters(self) -> dict:
+        """Parameter groups: ``theta0``, ``lambda0`` and ``optimizer`` (empty for SGD)."""
+        opt = list(self.lstm.parameters()) if self.lstm is not None else \
+            [self.log_const] if self.log_const is not None else []
+        return {"theta0": [self.theta0], "lambda0": [self.log_lambda0], "optimizer": opt}
+
+    # -- the pieces a tracker uses online --------------------------------------------------------------
+
+    def loss(self, theta_p: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor, shape) -> torch.Tensor:
+        """Response loss of ``theta = eps * theta'`` on features ``x`` ``(n, C, H, W)`` with boxes ``(n, 4)`` cells."""
+        scores = response(self.layout.unflatten(eps * theta_p), x, shape)
+        labels = response_label(boxes, x.shape[-1], self.config.label_alpha)
+        return response_loss(scores, labels, self.config.loss_margin)
+
+    def rates(self, theta_p, grad, loss, lam_prev, state):
+        """``(lambda_k (P,), state)`` of the update optimizer (``state``: the LSTM's, else ``None``)."""
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            return torch.full_like(theta_p, cfg.sgd_lr), None
+        if cfg.optimizer == "const":
+            return torch.exp(self.log_const), None
+        return self.lstm(lstm_inputs(theta_p, grad, loss, lam_prev, cfg.lambda_max), state)
+
+    def shape_for(self, box: torch.Tensor) -> tuple[int, int]:
+        return filter_shape((float(box[2]), float(box[3])), self.config.rho)
+
+    # -- meta-training ---------------------------------------------------------------------------------
+
+    def unroll(self, features: torch.Tensor, boxes: torch.Tensor, generator: torch.Generator | None = None,
+               rfs: bool = True) -> dict:
+        """Meta-losses of a batch of clips: features ``(B, 9 + 30, C, H, W)``, boxes ``(B, 39, 4)``.
+
+        Returns ``{"meta": (T,) mean meta-loss per step (with gradient), "update": (T,) update losses (no gradient),
+        "rates": (T - 1,) mean lambda_k, "lambda0": mean lambda_0}``.
+        """
+        cfg = self.config
+        b, n = features.shape[:2]
+        copies = n - (cfg.tau * cfg.updates + cfg.tau)  # 9 with a 31-frame clip
+        if copies < 1:
+            raise ValueError(f"a clip of {n} crops is too short for tau={cfg.tau}, updates={cfg.updates}")
+        x = features.float()
+        eps = draw_rfs(self.layout.numel, cfg.kappa if rfs else 0.0, generator).to(x.device)
+        delta = int(torch.randint(cfg.tau, (1,), generator=generator))
+        lam0 = torch.exp(self.log_lambda0)
+        frame = lambda t: copies + t - 1  # noqa: E731  clip frame t >= 1 -> its index in the bank
+        meta = [[] for _ in range(cfg.updates + 1)]
+        update = [[] for _ in range(cfg.updates + 1)]
+        theta_ps, shapes = [], []
+        for i in range(b):
+            shape = self.shape_for(boxes[i, 0])
+            tp0 = self.theta0 / eps
+            l0 = self.loss(tp0, eps, x[i, :copies], boxes[i, :copies], shape)
+            (g0,) = torch.autograd.grad(l0, tp0, create_graph=self.training)
+            tp = tp0 - lam0 * g0
+            t = 1 + delta
+            meta[0].append(self.loss(tp, eps, x[i, frame(t):frame(t) + 1], boxes[i, frame(t):frame(t) + 1], shape))
+            update[0].append(l0.detach())
+            theta_ps.append(tp)
+            shapes.append(shape)
+        lam_prev = lam0.detach().repeat(b)
+        state = None
+        rates = []
+        for k in range(1, cfg.updates + 1):
+            grads, losses, flats = [], [], []
+            for i in range(b):
+                shapes[i] = self.shape_for(boxes[i, frame(k * cfg.tau)])
+                tp = theta_ps[i].detach().requires_grad_(True)
+                sl = slice(frame((k - 1) * cfg.tau + 1), frame(k * cfg.tau) + 1)
+                with torch.enable_grad():
+                    lk = self.loss(tp, eps, x[i, sl], boxes[i, sl], shapes[i])
+                    (gk,) = torch.autograd.grad(lk, tp)
+                grads.append(gk)
+                losses.append(lk.detach())
+                flats.append(tp.detach())
+                update[k].append(lk.detach())
+            if self.config.optimizer == "lstm":
+                # one LSTM batch over every clip's coordinates; each clip's own loss as its coordinates' input
+                inp = torch.cat([lstm_inputs(f, g, l, lp, cfg.lambda_max)
+                                 for f, g, l, lp in zip(flats, grads, losses, lam_prev.split(self.layout.numel))])
+                lam, state = self.lstm(inp, state)
+            else:
+                lam = torch.cat([self.rates(f, g, l, None, None)[0] for f, g, l in zip(flats, grads, losses)])
+            rates.append(lam.detach().mean())
+            lam_prev = lam
+            t = k * cfg.tau + 1 + delta
+            for i, lam_i in enumerate(lam.split(self.layout.numel)):
+                theta_ps[i] = flats[i] - lam_i * grads[i]
+                meta[k].append(self.loss(theta_ps[i], eps, x[i, frame(t):frame(t) + 1],
+                                         boxes[i, frame(t):frame(t) + 1], shapes[i]))
+        return {"meta": torch.stack([torch.stack(m).mean() for m in meta]),
+                "update": torch.stack([torch.stack(u).mean() for u in update]),
+                "rates": torch.stack(rates), "lambda0": lam0.detach().mean()}
+
+
+__all__ = ["ROAMConfig", "ROAMLearner"]
