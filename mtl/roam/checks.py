@@ -66,7 +66,8 @@ def sgd_equivalence(seed: int = 0) -> dict:
     loss = loss_of(th)
     (grad,) = torch.autograd.grad(loss, th)
     lstm = CoordinateLSTM(lambda_max=0.5).double()  # output weight 0: a constant rate
-    lam, _ = lstm(lstm_inputs(theta, grad, loss, torch.zeros_like(theta), lstm.lambda_max))
+    with torch.no_grad():
+        lam, _ = lstm(lstm_inputs(theta, grad, loss, torch.zeros_like(theta), lstm.lambda_max))
     roam = theta - lam * grad
     sgd = theta - float(lam[0]) * grad
     # RFS: optimise theta' = theta / eps, the model sees eps theta'
@@ -102,7 +103,7 @@ def first_step_gradients(seed: int = 0, h: float = 1e-6) -> dict:
         for s in (h, -h):
             tt, ll = theta0.clone(), lam0.clone()
             (tt if vec_is_theta else ll)[i] += s
-            vals.append(float(meta(tt.requires_grad_(True), ll)))
+            vals.append(float(meta(tt.requires_grad_(True), ll).detach()))
         return (vals[0] - vals[1]) / (2 * h)
 
     return {"theta0": {"autograd": float(gt[i_t]), "finite_difference": fd(True, i_t)},
