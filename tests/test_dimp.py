@@ -411,3 +411,17 @@ def test_iou_size_rate_blends_the_last_size_with_the_iounets():
     np.testing.assert_allclose(out[1.0][:2] + out[1.0][2:] / 2, out[0.25][:2] + out[0.25][2:] / 2, atol=1e-9)
     np.testing.assert_allclose(out[0.25][2:], 0.75 * box[2:] + 0.25 * out[1.0][2:], atol=1e-9)
     assert np.abs(out[1.0][2:] - box[2:]).max() > 1e-3  # the IoU-Net did move the size
+
+
+def test_registered_tracker_uses_the_settings_notebook_05_chose_on_val():
+    """`mtl benchmark --tracker dimp` must track as the notebook's headline row: the committed val choice."""
+    import json
+    from pathlib import Path
+
+    from mtl.dimp import DiMPTracking
+
+    path = Path(__file__).resolve().parents[1] / "results" / "05_dimp.json"
+    if not path.is_file():
+        pytest.skip("no full-mode results of notebook 05")
+    chosen = json.loads(path.read_text())["tracking"]
+    assert chosen and {k: getattr(DiMPTracking(), k) for k in chosen} == chosen
