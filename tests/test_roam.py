@@ -255,3 +255,68 @@ def test_meta_training_steps_lower_the_meta_loss():
     learner.eval()
     after = float(step(learner, (features, boxes))["loss"])
     assert after < 0.8 * before, (before, after)
+
+
+# ---- the tracker ----------------------------------------------------------------------------------------------
+
+def _roam_tracker(**options):
+    from mtl.backbones import AlexNetV1
+    from mtl.roam.meta import ROAMConfig, ROAMLearner
+    from mtl.roam.tracker import ROAMTracker
+
+    torch.manual_seed(0)
+    backbone = AlexNetV1(width=0.25)
+    learner = ROAMLearner(backbone.out_channels, ROAMConfig(lambda_max=0.1, lambda0=0.01))
+    return ROAMTracker(learner, backbone, **options)
+
+
+def _moving_square(n=12, size=(160, 200)):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    bg = (g.random((*size, 3)) * 255).astype(np.uint8)
+    frames = []
+    for i in range(n):
+        f = bg.copy()
+        f[60:90, 50 + 3 * i:90 + 3 * i] = (255, 255, 0)
+        frames.append(f)
+    return frames, np.array([50.0, 60.0, 40.0, 30.0])
+
+
+def test_untrained_roam_tracker_runs_repeats_and_updates_every_tau_frames():
+    import numpy as np
+
+    from mtl import eval as ev
+
+    frames, box = _moving_square()
+    runs, logs = [], []
+    for _ in range(2):
+        trk = _roam_tracker(tau=5, gate=0.0)  # every frame stored
+        runs.append(ev.track_frames(trk, frames, box))
+        logs.append(trk.update_log())
+    assert not runs[0]["failed_frames"] and runs[0]["boxes"].shape == (12, 4)
+    np.testing.assert_array_equal(runs[0]["boxes"], runs[1]["boxes"])
+    assert [e["frame"] for e in logs[0]] == [5, 10] and all(len(e["rates"]) == 2 for e in logs[0])
+
+
+def test_roam_without_update_keeps_the_first_model():
+    from mtl import eval as ev
+
+    frames, box = _moving_square(8)
+    trk = _roam_tracker(update="none")
+    ev.track_frames(trk, frames[:1], box)
+    theta = trk.theta.clone()
+    ev.track_frames(trk, frames, box)
+    torch.testing.assert_close(trk.theta, theta)
+    assert trk.update_log() == []
+
+
+def test_roam_tracking_options_are_checked():
+    from mtl.roam.tracker import ROAMTracking
+
+    with pytest.raises(TypeError, match="unknown ROAM tracking options"):
+        _roam_tracker(tua=5)
+    with pytest.raises(ValueError, match="update must be"):
+        ROAMTracking(update="sometimes")
+    with pytest.raises(ValueError, match="buffer"):
+        ROAMTracking(buffer=1, steps=2)

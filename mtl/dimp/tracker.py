@@ -46,6 +46,17 @@ from mtl.siamfc import SiamFCConfig, SiamFCNet, load_siamfc, penalize_scale_chan
 from mtl.tracker import Tracker, as_box, as_rgb_array
 
 
+def subcell_peak(scores: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
+    """Sub-cell peak ``(col, row)`` in cell coordinates of a square map ``(n, n)`` and its score, from the map
+    upsampled bicubically ``upsample`` times (DiMP's and ROAM's trackers)."""
+    n = scores.shape[-1]
+    up = upsample_maps(scores, n * upsample)
+    row, col = np.unravel_index(int(np.argmax(up)), up.shape)
+    # cv2.resize maps output pixel centre o to input (o + 0.5) n / N - 0.5
+    ratio = n / up.shape[-1]
+    return np.array([(col + 0.5) * ratio - 0.5, (row + 0.5) * ratio - 0.5]), float(up[row, col])
+
+
 @dataclass(frozen=True)
 class DiMPTracking:
     """Every tracking parameter in one place (pytracking's ``parameter/dimp/dimp18.py``, ours where noted)."""
@@ -218,15 +229,6 @@ class DiMPTracker(Tracker):
             w[self.first_count:] *= (1 - p.first_frame_min_weight) / rest.clamp_min(1e-12)
         self.memory_z, self.memory_boxes, self.memory_weights = z_mem, b_mem, w / w.sum()
 
-    def _peak(self, scores: np.ndarray) -> tuple[np.ndarray, float]:
-        """Sub-cell peak ``(col, row)`` in cell coordinates and its score, from the bicubically upsampled map."""
-        n = scores.shape[-1]
-        up = upsample_maps(scores, n * self.params.upsample)
-        row, col = np.unravel_index(int(np.argmax(up)), up.shape)
-        # cv2.resize maps output pixel centre o to input (o + 0.5) n / N - 0.5
-        ratio = n / up.shape[-1]
-        return np.array([(col + 0.5) * ratio - 0.5, (row + 0.5) * ratio - 0.5]), float(up[row, col])
-
     def refine(self, x: torch.Tensor, box: np.ndarray, search_center, side: float) -> tuple[np.ndarray, np.ndarray]:
         """IoU-Net refinement of ``box`` (image pixels) on backbone features ``x`` ``(1, C, H, W)`` of the crop of
         ``side`` px at ``search_center``: ``(centre, size)`` in image pixels."""
@@ -257,7 +259,7 @@ class DiMPTracker(Tracker):
         scores = apply_filter(z[None], self.filter)[0].cpu().numpy()  # (K, H, W)
         peaks = penalize_scale_changes(scores.reshape(len(scores), -1).max(axis=1), self.scale_penalties)
         k = int(np.argmax(peaks))
-        peak_cells, score = self._peak(scores[k])
+        peak_cells, score = subcell_peak(scores[k], p.upsample)
         state = "normal"
         # the second peak: outside target_neighborhood x the target around the first (in cells)
         target_cells = self.size * geo.crop_size / sides[k] / geo.stride

@@ -40,8 +40,9 @@ class ROAMStep:
         with torch.enable_grad():
             out = model.unroll(features, boxes, gen, rfs=model.training)
         loss = out["meta"].mean()
-        return {"loss": loss if model.training else loss.detach(), "meta_first": float(out["meta"][0]),
-                "meta_last": float(out["meta"][-1]), "update_last": float(out["update"][-1]),
+        meta = out["meta"].detach()
+        return {"loss": loss if model.training else loss.detach(), "meta_first": float(meta[0]),
+                "meta_last": float(meta[-1]), "update_last": float(out["update"][-1]),
                 "rate": float(out["rates"].mean()), "lambda0": float(out["lambda0"])}
 
 
