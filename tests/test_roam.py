@@ -320,3 +320,22 @@ def test_roam_tracking_options_are_checked():
         ROAMTracking(update="sometimes")
     with pytest.raises(ValueError, match="buffer"):
         ROAMTracking(buffer=1, steps=2)
+
+
+def test_one_layer_model_first_step_from_zero_is_a_template():
+    """With no 1x1 conv and theta_0 = 0, one gradient step makes the filter a label-weighted sum of feature
+    windows: the response of a frame to itself peaks on the target, whatever the rate."""
+    layout = ThetaLayout.for_model(4, 0, 5)
+    assert [n for n, _ in layout.shapes] == ["filter", "b2"] and layout.numel == 4 * 25 + 1
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 14, 14, generator=g)
+    x[0, :, 6, 9] += 6.0  # a distinct target at (row 6, col 9)
+    boxes = torch.tensor([[8.0, 5.0, 2.0, 2.0]])  # centred on (9, 6)
+    theta = torch.zeros(layout.numel, requires_grad=True)
+    loss = response_loss(response(layout.unflatten(theta), x, (5, 5)), response_label(boxes, 14), margin=0.0)
+    (grad,) = torch.autograd.grad(loss, theta)
+    for lr in (0.01, 1.0):
+        s = response(layout.unflatten(-lr * grad), x, (5, 5))[0]
+        assert divmod(int(s.argmax()), 14) == (6, 9)
+    with pytest.raises(ValueError, match="reduced"):
+        ThetaLayout.for_model(4, -1, 5)

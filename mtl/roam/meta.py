@@ -31,7 +31,7 @@ from mtl.roam.optimizer import CoordinateLSTM, draw_rfs, lstm_inputs
 class ROAMConfig:
     """ROAM's model, optimizer and meta-training (paper / code values in ``specs/dimp_roam.md`` §2(b))."""
 
-    reduced: int = 8  # C_r
+    reduced: int = 8  # C_r; 0: no 1x1 conv (ours, a one-layer filter)
     k0: int = 9  # canonical filter size
     rho: float = 1.5
     tau: int = 5
@@ -65,6 +65,8 @@ class ROAMConfig:
             raise ValueError(f"optimizer must be 'lstm', 'const' or 'sgd', got {self.optimizer!r}")
         if self.k0 % 2 != 1 or self.tau < 1 or self.updates < 1:
             raise ValueError("k0 must be odd and tau, updates >= 1")
+        if self.reduced < 0 or self.theta0_scale < 0:
+            raise ValueError("reduced and theta0_scale must be >= 0")
         if not (self.lambda_max > 0 and self.lambda0 > 0 and self.sgd_lr > 0):
             raise ValueError("lambda_max, lambda0 and sgd_lr must be positive")
 

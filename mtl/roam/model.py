@@ -9,7 +9,8 @@ Shapes: backbone features ``x`` ``(N, C, H, W)`` (the frozen SiamFC backbone on 
 ``5 sqrt(wh)``, so ``H = W = 14`` and the target spans about 4.8 cells), response ``(N, H, W)``.
 Parameters (ROAM, response branch; ROAM++ adds a regression branch, not built here yet):
 
-* ``w1`` ``(C_r, C, 1, 1)``, ``b1`` ``(C_r,)``: the reduction conv;
+* ``w1`` ``(C_r, C, 1, 1)``, ``b1`` ``(C_r,)``: the reduction conv (absent with ``C_r = 0``: the filter then
+  reads the backbone's ``C`` channels directly);
 * ``filter`` ``(1, C_r, k0, k0)``, ``b2`` ``(1,)``: the canonical response filter.
 """
 from __future__ import annotations
@@ -53,6 +54,11 @@ class ThetaLayout:
 
     @classmethod
     def for_model(cls, in_channels: int, reduced: int, k0: int) -> "ThetaLayout":
+        """ROAM's model; ``reduced = 0`` drops the 1x1 conv (a one-layer filter on the backbone's channels)."""
+        if reduced < 0:
+            raise ValueError(f"reduced must be >= 0, got {reduced}")
+        if reduced == 0:
+            return cls((("filter", (1, in_channels, k0, k0)), ("b2", (1,))))
         return cls((("w1", (reduced, in_channels, 1, 1)), ("b1", (reduced,)), ("filter", (1, reduced, k0, k0)),
                     ("b2", (1,))))
 
@@ -89,7 +95,7 @@ class ThetaLayout:
 
 def response(theta: dict, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Response maps ``(N, H, W)`` of features ``x`` ``(N, C, H, W)`` with the filter warped to ``shape``."""
-    z = F.conv2d(x, theta["w1"], theta["b1"])
+    z = F.conv2d(x, theta["w1"], theta["b1"]) if "w1" in theta else x
     f = resize_filter(theta["filter"], shape)
     return F.conv2d(z, f, theta["b2"], padding=(f.shape[-2] // 2, f.shape[-1] // 2))[:, 0]
 
