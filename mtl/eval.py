@@ -802,11 +802,17 @@ def summarize(runs: dict, sequences) -> dict:
     }
 
 
+#: The per-sequence scores of :func:`summarize` that :func:`summarize_seeds` averages over seeds.
+PER_SEQUENCE_SCORES = ("auc", "precision", "norm_precision", "ao", "sr50", "sr75", "fps")
+
+
 def summarize_seeds(summaries: list[dict]) -> dict:
     """Mean ± std (population, ``ddof=0``) over per-seed summaries of :func:`summarize`.
 
     Returns the first summary's structure with scalars and curves replaced by means, plus
-    ``std`` ``{key: float}``, ``per_attribute`` means and ``n_seeds``.
+    ``std`` ``{key: float}``, ``per_attribute`` means and ``n_seeds``. ``per_sequence`` holds each
+    sequence's scores averaged over the seeds, so :func:`mtl.stats.compare_summaries` of two such
+    summaries pairs seed-averaged per-sequence AUCs.
     """
     if not summaries:
         raise ValueError("summarize_seeds needs at least one summary")
@@ -821,6 +827,9 @@ def summarize_seeds(summaries: list[dict]) -> dict:
                                 "auc_std": float(np.std([s["per_attribute"][a]["auc"] for s in summaries])),
                                 "n_seqs": v["n_seqs"]}
                             for a, v in summaries[0]["per_attribute"].items()}
+    out["per_sequence"] = {name: {**row, **{k: float(np.mean([s["per_sequence"][name][k] for s in summaries]))
+                                            for k in PER_SEQUENCE_SCORES}}
+                           for name, row in summaries[0]["per_sequence"].items()}
     out["n_seeds"] = len(summaries)
     return out
 

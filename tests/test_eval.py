@@ -156,6 +156,8 @@ def test_seeds_mean_and_std(tmp_path, seqs):
     assert rep["n_seeds"] == 3
     assert rep["auc"] == pytest.approx(np.mean(aucs)) and rep["std"]["auc"] == pytest.approx(np.std(aucs))
     assert rep["std"]["auc"] > 0
+    per_seed = [ev.summarize(out[k], seqs)["per_sequence"]["a"]["auc"] for k in sorted(out)]
+    assert len(set(per_seed)) > 1 and rep["per_sequence"]["a"]["auc"] == pytest.approx(np.mean(per_seed))
     assert "±" in ev.format_table({"benchmark": "fake", "trackers": {"noisy_gt": rep}})
 
 
