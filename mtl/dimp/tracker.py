@@ -254,8 +254,8 @@ class DiMPTracker(Tracker):
         search_center = self.center.copy()
         side = geo.crop_side(self.size)
         sides = side * self.scale_factors
-        crops = np.stack([self._crop(image, self.center, s) for s in sides])
-        x, z = self.features(crops)  # (K, C, H, W), (K, C_f, H, W)
+        x, z = self.features(crop_and_resize(image, self.center, sides, self.geometry.crop_size,
+                                             pad_value=self.pad_color))  # (K, C, H, W), (K, C_f, H, W)
         scores = apply_filter(z[None], self.filter)[0].cpu().numpy()  # (K, H, W)
         peaks = penalize_scale_changes(scores.reshape(len(scores), -1).max(axis=1), self.scale_penalties)
         k = int(np.argmax(peaks))

@@ -47,7 +47,10 @@ def clip_starts(sequence, length: int) -> np.ndarray:
     return np.flatnonzero(run == length)
 
 
-def _crop(frame, box, geometry: CropGeometry, stretch: float, scale: float, shift) -> tuple[np.ndarray, np.ndarray]:
+def stretched_crop(frame, box, geometry: CropGeometry, stretch: float, scale: float, shift=(0.0, 0.0)
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The search crop of ``box`` (side ``5 sqrt(wh) / scale``, the image stretched by ``(stretch, 1 / stretch)``,
+    centred ``shift`` pixels off the box): ``(crop (S, S, 3), the box in cells (4,))``."""
     center, size = box_to_center(box)
     c = center + np.asarray(shift, dtype=np.float64)
     side = geometry.crop_side(size) / scale
@@ -81,14 +84,14 @@ def clip_features(backbone: torch.nn.Module, sequences, *, num_clips: int, geome
         crops, cells = [], []
         frame0, box0 = seq.frame(t0), seq.boxes[t0]
         for r, s in FIRST_COPIES:
-            crop, c = _crop(frame0, box0, geometry, r, s, (0.0, 0.0))
+            crop, c = stretched_crop(frame0, box0, geometry, r, s)
             crops.append(crop)
             cells.append(c)
         for t in range(t0 + 1, t0 + recipe.frames):
             box = seq.boxes[t]
             r, s = 1 + (rng.random(2) * 2 - 1) * recipe.jitter
             shift = (rng.random(2) * 2 - 1) * recipe.offset * np.sqrt(box[2] * box[3])
-            crop, c = _crop(seq.frame(t), box, geometry, r, s, shift)
+            crop, c = stretched_crop(seq.frame(t), box, geometry, r, s, shift)
             crops.append(crop)
             cells.append(c)
         out = backbone(image_to_tensor(np.stack(crops), True).to(device))
@@ -115,4 +118,4 @@ def cached_clips(backbone: torch.nn.Module, weights_key: str, spec: str, *, num_
     return cached_tensors("roam-clips", key, build, quick=quick)
 
 
-__all__ = ["FIRST_COPIES", "ClipRecipe", "clip_starts", "clip_features", "cached_clips"]
+__all__ = ["FIRST_COPIES", "ClipRecipe", "clip_starts", "stretched_crop", "clip_features", "cached_clips"]

@@ -101,16 +101,18 @@ class ROAMLearner(nn.Module):
         return response_loss(scores, labels, self.config.loss_margin)
 
     def rates(self, theta_p, grad, loss, lam_prev, state):
-        """``(lambda_k (P,), state)`` of the update optimizer (``state``: the LSTM's, else ``None``)."""
+        """``(lambda_k, state)`` of the update optimizer for flat ``theta_p``, ``grad``, ``lam_prev`` of one or more
+        models stacked (``(m P,)``), ``loss`` a scalar or one per coordinate (``state``: the LSTM's, else ``None``)."""
         cfg = self.config
         if cfg.optimizer == "sgd":
             return torch.full_like(theta_p, cfg.sgd_lr), None
         if cfg.optimizer == "const":
-            return torch.exp(self.log_const), None
+            return torch.exp(self.log_const).repeat(theta_p.numel() // self.layout.numel), None
         return self.lstm(lstm_inputs(theta_p, grad, loss, lam_prev, cfg.lambda_max), state)
 
-    def shape_for(self, box: torch.Tensor) -> tuple[int, int]:
-        return filter_shape((float(box[2]), float(box[3])), self.config.rho)
+    def shape_for(self, target_cells) -> tuple[int, int]:
+        """The warped filter's ``(rows, cols)`` for a target of ``(w, h)`` cells."""
+        return filter_shape((float(target_cells[0]), float(target_cells[1])), self.config.rho)
 
     # -- meta-training ---------------------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class ROAMLearner(nn.Module):
         update = [[] for _ in range(cfg.updates + 1)]
         theta_ps, shapes = [], []
         for i in range(b):
-            shape = self.shape_for(boxes[i, 0])
+            shape = self.shape_for(boxes[i, 0, 2:])
             tp0 = self.theta0 / eps
             l0 = self.loss(tp0, eps, x[i, :copies], boxes[i, :copies], shape)
             (g0,) = torch.autograd.grad(l0, tp0, create_graph=self.training)
@@ -149,25 +151,20 @@ class ROAMLearner(nn.Module):
         state = None
         rates = []
         for k in range(1, cfg.updates + 1):
-            grads, losses, flats = [], [], []
+            grads, flats = [], []
             for i in range(b):
-                shapes[i] = self.shape_for(boxes[i, frame(k * cfg.tau)])
+                shapes[i] = self.shape_for(boxes[i, frame(k * cfg.tau), 2:])
                 tp = theta_ps[i].detach().requires_grad_(True)
                 sl = slice(frame((k - 1) * cfg.tau + 1), frame(k * cfg.tau) + 1)
                 with torch.enable_grad():
                     lk = self.loss(tp, eps, x[i, sl], boxes[i, sl], shapes[i])
                     (gk,) = torch.autograd.grad(lk, tp)
                 grads.append(gk)
-                losses.append(lk.detach())
                 flats.append(tp.detach())
                 update[k].append(lk.detach())
-            if self.config.optimizer == "lstm":
-                # one LSTM batch over every clip's coordinates; each clip's own loss as its coordinates' input
-                inp = torch.cat([lstm_inputs(f, g, l, lp, cfg.lambda_max)
-                                 for f, g, l, lp in zip(flats, grads, losses, lam_prev.split(self.layout.numel))])
-                lam, state = self.lstm(inp, state)
-            else:
-                lam = torch.cat([self.rates(f, g, l, None, None)[0] for f, g, l in zip(flats, grads, losses)])
+            # one optimizer batch over every clip's coordinates, each clip's own loss as its coordinates' input
+            losses = torch.stack(update[k]).repeat_interleave(self.layout.numel)
+            lam, state = self.rates(torch.cat(flats), torch.cat(grads), losses, lam_prev, state)
             rates.append(lam.detach().mean())
             lam_prev = lam
             t = k * cfg.tau + 1 + delta

@@ -64,11 +64,12 @@ class CoordinateLSTM(nn.Module):
 
 def lstm_inputs(theta: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor, lam_prev: torch.Tensor,
                 lambda_max: float, p: float = 10.0) -> torch.Tensor:
-    """The LSTM's input ``(P, 5)`` for flat ``theta``, ``grad``, ``lam_prev`` ``(P,)`` and a scalar ``loss``
-    (all detached: the authors' first-order steps; ``specs/dimp_roam.md`` §2(d).3)."""
+    """The LSTM's input ``(P, 5)`` for flat ``theta``, ``grad``, ``lam_prev`` ``(P,)`` and ``loss`` (a scalar, or
+    ``(P,)``: each coordinate its model's loss) (all detached: the authors' first-order steps;
+    ``specs/dimp_roam.md`` §2(d).3)."""
     g = preprocess_gradient(grad.detach(), p)
     return torch.cat([(lam_prev.detach() / lambda_max)[:, None], g, theta.detach()[:, None],
-                      loss.detach().reshape(1, 1).expand(theta.numel(), 1)], dim=1)
+                      loss.detach().reshape(-1, 1).expand(theta.numel(), 1)], dim=1)
 
 
 def rfs_theta_step(lam: torch.Tensor, eps: torch.Tensor, grad_theta: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ import torch
 from mtl.dimp.data import CropGeometry
 from mtl.dimp.tracker import subcell_peak
 from mtl.ops import box_to_center, center_to_box, crop_and_resize, image_to_tensor
-from mtl.roam.data import FIRST_COPIES
+from mtl.roam.data import FIRST_COPIES, stretched_crop
+from mtl.roam.loss import response_label
 from mtl.roam.meta import ROAMLearner
 from mtl.roam.model import response
 from mtl.siamfc import penalize_scale_changes
@@ -112,14 +113,10 @@ class ROAMTracker(Tracker):
         self.center, self.size = box_to_center(box)
         self.image_size = np.array([image.shape[1], image.shape[0]], dtype=np.float64)
         self.pad_color = image.mean(axis=(0, 1))
-        crops, cells = [], []
-        for r, s in FIRST_COPIES:
-            side = geo.crop_side(self.size) / s
-            crops.append(crop_and_resize(image, self.center, side, geo.crop_size, pad_value=self.pad_color, stretch=r))
-            cells.append(geo.box_to_cells(box, self.center, side, r))
+        crops, cells = zip(*(stretched_crop(image, box, geo, r, s) for r, s in FIRST_COPIES))  # the bank's copies
         x = self._features(np.stack(crops))
         boxes = torch.tensor(np.stack(cells), dtype=torch.float32, device=self.device)
-        shape = self.learner.shape_for(boxes[0])
+        shape = self.learner.shape_for(boxes[0, 2:])
         theta0 = self.learner.theta0.detach()
         g, loss = self._grad(theta0, x, boxes, shape)
         self.theta = theta0 - torch.exp(self.learner.log_lambda0.detach()) * g
@@ -129,10 +126,15 @@ class ROAMTracker(Tracker):
         self.samples: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.frame_index = 0
 
+    def _target_cells(self, side: float) -> np.ndarray:
+        """The target's ``(w, h)`` in cells of a crop of ``side`` image pixels."""
+        return self.size * self.geometry.crop_size / side / self.geometry.stride
+
     def _motion_prior(self, n: int, target_cells: np.ndarray, center_cells: float) -> np.ndarray:
-        c = np.arange(n, dtype=np.float64) - center_cells
-        dx, dy = c[None, :] / target_cells[0], c[:, None] / target_cells[1]
-        return np.exp(-self.params.motion_alpha * (dx * dx + dy * dy))
+        """The response label's Gaussian (width ``motion_alpha``) around the last position ``(n, n)``."""
+        box = torch.tensor([[center_cells - target_cells[0] / 2, center_cells - target_cells[1] / 2, *target_cells]],
+                           dtype=torch.float64)
+        return response_label(box, n, self.params.motion_alpha)[0].numpy()
 
     @torch.no_grad()
     def update(self, image) -> np.ndarray:
@@ -141,16 +143,15 @@ class ROAMTracker(Tracker):
         self.frame_index += 1
         side = geo.crop_side(self.size)
         sides = side * self.scale_factors
-        crops = np.stack([crop_and_resize(image, self.center, s, geo.crop_size, pad_value=self.pad_color) for s in sides])
-        x = self._features(crops)
+        x = self._features(crop_and_resize(image, self.center, sides, geo.crop_size, pad_value=self.pad_color))
         n = x.shape[-1]
         mid = (geo.crop_size - 1) / 2
         centre_cells = (mid - geo.first_cell_pixel) / geo.stride
         maps, peaks = [], []
         theta = self.learner.layout.unflatten(self.theta)
         for k, s in enumerate(sides):
-            target_cells = self.size * geo.crop_size / s / geo.stride
-            shape = self.learner.shape_for(torch.tensor([0.0, 0.0, *target_cells]))
+            target_cells = self._target_cells(s)
+            shape = self.learner.shape_for(target_cells)
             m = response(theta, x[k:k + 1], shape)[0].cpu().numpy() * self._motion_prior(n, target_cells, centre_cells)
             maps.append(m)
             peaks.append(m.max())
@@ -172,9 +173,8 @@ class ROAMTracker(Tracker):
         return box
 
     def _optimise(self) -> None:
-        p, geo = self.params, self.geometry
-        target_cells = self.size * geo.crop_size / geo.crop_side(self.size) / geo.stride
-        shape = self.learner.shape_for(torch.tensor([0.0, 0.0, *target_cells]))
+        p = self.params
+        shape = self.learner.shape_for(self._target_cells(self.geometry.crop_side(self.size)))
         groups = np.array_split(np.arange(len(self.samples)), p.steps)  # older samples first
         entry = {"frame": self.frame_index, "rates": [], "losses": []}
         for idx in groups:

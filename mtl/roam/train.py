@@ -81,7 +81,7 @@ def _first_step_meta_loss(learner: ROAMLearner, bank: dict, lr: float, clips: in
     losses = []
     for i in range(min(clips, len(bank["features"]))):
         x, b = bank["features"][i].float(), bank["boxes"][i]
-        shape = learner.shape_for(b[0])
+        shape = learner.shape_for(b[0, 2:])
         with torch.enable_grad():
             tp = learner.theta0.detach().clone().requires_grad_(True)
             (g,) = torch.autograd.grad(learner.loss(tp, ones, x[:copies], b[:copies], shape), tp)
