@@ -187,7 +187,8 @@ def test_clip_features_shapes_and_first_copies():
 def _tiny_learner(optimizer="lstm", **changes):
     from mtl.roam.meta import ROAMConfig, ROAMLearner
 
-    cfg = ROAMConfig(tau=2, updates=2, reduced=2, k0=5, optimizer=optimizer, lambda_max=2.0, lambda0=0.5, **changes)
+    cfg = ROAMConfig(tau=2, updates=2, reduced=2, k0=5, optimizer=optimizer, lambda_max=2.0, lambda0=0.5,
+                     theta0_scale=1.0, **changes)
     g = torch.Generator().manual_seed(0)
     features = torch.randn(2, 9 + 6, 4, 10, 10, generator=g)
     boxes = torch.tensor([3.0, 3.0, 3.0, 3.0]).repeat(2, 15, 1) + torch.rand(2, 15, 4, generator=g)
@@ -339,3 +340,137 @@ def test_one_layer_model_first_step_from_zero_is_a_template():
         assert divmod(int(s.argmax()), 14) == (6, 9)
     with pytest.raises(ValueError, match="reduced"):
         ThetaLayout.for_model(4, -1, 5)
+
+
+# ---- ROAM++: the regression branch -----------------------------------------------------------------------------
+
+def test_regression_layout_deltas_and_anchors():
+    from mtl.roam.model import anchor_boxes, decode_deltas, encode_deltas, regression
+
+    layout = ThetaLayout.for_model(6, 0, 5, regression=True, reg_reduced=3)
+    assert [n for n, _ in layout.shapes] == ["filter", "b2", "reg_w1", "reg_b1", "reg_filter", "reg_b2"]
+    assert layout.has_regression and int(layout.mask("reg_").sum()) == 6 * 3 + 3 + 4 * 3 * 25 + 4
+    theta = layout.unflatten(layout.flatten(layout.initial(torch.Generator().manual_seed(0))))
+    assert regression(theta, torch.randn(2, 6, 10, 10), (5, 7)).shape == (2, 4, 10, 10)
+    anchors = anchor_boxes(4, (9, 6), rho=1.5)  # (rows, cols): anchors of 4 x 6 cells
+    assert anchors.shape == (16, 4) and anchors[5].tolist() == [1.0, 1.0, 4.0, 6.0]
+    boxes = torch.tensor([[0.5, -1.0, 3.0, 7.0]]).expand(16, 4)
+    d = encode_deltas(anchors, boxes)
+    torch.testing.assert_close(decode_deltas(anchors, d), boxes)
+    # by hand for anchor 5 (centre (1, 1), 4 x 6): the box's centre (2, 2.5), size 3 x 7
+    torch.testing.assert_close(d[5], torch.tensor([0.25, 0.25, math.log(3 / 4), math.log(7 / 6)]))
+
+
+def test_regression_loss_is_zero_at_the_target_and_uses_the_top_anchors():
+    from mtl.roam.loss import regression_loss
+    from mtl.roam.model import anchor_boxes, encode_deltas
+
+    anchors = anchor_boxes(6, (5, 5), rho=1.5)
+    boxes = torch.tensor([[1.0, 1.5, 3.0, 3.5]])
+    exact = encode_deltas(anchors, boxes).T.reshape(1, 4, 6, 6)
+    assert float(regression_loss(exact, boxes, anchors, top=4)) == 0.0
+    # a wrong prediction far from the box (corner cell, IoU 0) is not among the top anchors: no loss
+    far = exact.clone()
+    far[0, :, 5, 5] += 3.0
+    assert float(regression_loss(far, boxes, anchors, top=4)) == 0.0
+    # at the best anchor a delta off by 0.5: smooth-L1 0.5 * 0.5^2 = 0.125, averaged over 4 anchors x 4 deltas
+    near = exact.clone()
+    near[0, 0, 2, 2] += 0.5  # anchor (2, 2) is centred nearest the box's centre (2.5, 3.25)
+    assert float(regression_loss(near, boxes, anchors, top=4)) == pytest.approx(0.125 / 16)
+
+
+def test_roampp_learner_unrolls_and_rfs_uses_each_branchs_range():
+    from mtl.roam.meta import ROAMConfig, ROAMLearner
+
+    cfg = ROAMConfig(tau=2, updates=2, k0=5, regression=True, reg_reduced=2, kappa=1.6, kappa_reg=0.0)
+    learner = ROAMLearner(4, cfg)
+    eps = learner.draw_scales(torch.Generator().manual_seed(0))
+    reg = learner.layout.mask("reg_")
+    assert bool((eps[reg] == 1).all()) and float(eps[~reg].std()) > 0.3
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 9 + 6, 4, 10, 10, generator=g)
+    boxes = torch.tensor([3.0, 3.0, 3.0, 3.0]).repeat(2, 15, 1) + torch.rand(2, 15, 4, generator=g)
+    learner.train()
+    out = learner.unroll(features, boxes, g)
+    (grad,) = torch.autograd.grad(out["meta"][0], [learner.theta0])
+    assert float(grad[reg].abs().max()) > 0  # the regression loss reaches theta_0's regression coordinates
+
+
+def _roampp_tracker(**options):
+    from mtl.backbones import AlexNetV1
+    from mtl.roam.meta import ROAMConfig, ROAMLearner
+    from mtl.roam.tracker import ROAMTracker
+
+    torch.manual_seed(0)
+    backbone = AlexNetV1(width=0.25)
+    learner = ROAMLearner(backbone.out_channels, ROAMConfig(regression=True, lambda_max=0.1, lambda0=0.01))
+    return ROAMTracker(learner, backbone, **options)
+
+
+def test_roampp_tracker_regresses_boxes_and_sgd_option_uses_its_rate():
+    import numpy as np
+
+    from mtl import eval as ev
+
+    frames, box = _moving_square()
+    trk = _roampp_tracker(gate=0.0, optimizer="sgd", sgd_lr=0.003)
+    assert trk.box_mode == "regression"
+    run = ev.track_frames(trk, frames, box)
+    assert run["boxes"].shape == (12, 4) and np.isfinite(run["boxes"]).all() and (run["boxes"][:, 2:] >= 10).all()
+    assert [e["rates"] for e in trk.update_log()] == [[0.003, 0.003]] * 2
+    with pytest.raises(ValueError, match="regression branch"):
+        _roam_tracker(box="regression")
+    with pytest.raises(ValueError, match="optimizer must be"):
+        _roam_tracker(optimizer="adam")
+
+
+def test_oracle_tracker_needs_the_sequence_and_labels_samples_with_the_ground_truth():
+    import numpy as np
+
+    from mtl import eval as ev
+    from mtl.data import Sequence
+    from mtl.roam.tracker import ROAMOracleTracker
+
+    frames, box = _moving_square(8)
+    base = _roam_tracker(gate=0.0)
+    oracle = ROAMOracleTracker(base.learner, base.backbone, gate=0.0)
+    with pytest.raises(RuntimeError, match="oracle"):
+        oracle.init(frames[0], box)
+    gt = np.array([box + [3.0 * i, 0, 2.0 * i, 0] for i in range(8)])  # widening: the tracker's boxes keep their aspect
+    visible = np.ones(8, bool)
+    visible[3] = False
+    oracle.set_sequence(Sequence("square", gt, visible=visible))
+    ev.track_frames(oracle, frames, box)
+    geo = oracle.geometry
+    stored = [s[1].numpy() for s in oracle.samples]
+    assert len(stored) == 6  # frames 1..7 but the invisible frame 3
+    # the last sample's label is frame 7's ground truth in its crop's cells: its aspect ratio, not the tracked box's
+    np.testing.assert_allclose(stored[-1][2] / stored[-1][3], gt[7, 2] / gt[7, 3], rtol=1e-4)
+    assert abs(oracle.size[0] / oracle.size[1] - gt[7, 2] / gt[7, 3]) > 0.1
+    assert geo.map_size == 14
+
+
+def test_roam_and_roampp_are_registered():
+    from mtl.eval import make_tracker
+
+    for name, mode in (("roam", "scales"), ("roampp", "regression")):
+        trk = make_tracker(name, checkpoint=None, update="none")
+        assert trk.name == name and trk.box_mode == mode and trk.params.update == "none"
+
+
+def test_registered_models_use_the_rates_notebook_06_calibrated_on_val():
+    """`mtl benchmark --tracker roam` must load the model of the notebook's rows: its config's rates are the
+    committed val calibration, and the stored config is the default one."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from mtl.roam.meta import ROAMConfig
+    from mtl.roam.train import calibrated_config
+
+    path = Path(__file__).resolve().parents[1] / "results" / "06_roam.json"
+    if not path.is_file():
+        pytest.skip("no full-mode results of notebook 06")
+    results = json.loads(path.read_text())
+    assert calibrated_config(ROAMConfig(), results["calibration"]["best"]) == ROAMConfig()
+    assert results["config"] == dataclasses.asdict(ROAMConfig())

@@ -153,4 +153,24 @@ def rfs_toy(kappa: float = 1.6, steps: int = 300, coordinates: int = 512, x: flo
     return out
 
 
-__all__ = ["resize_checks", "preprocessing_checks", "sgd_equivalence", "first_step_gradients", "rfs_toy"]
+def regression_checks(seed: int = 0) -> dict:
+    """ROAM++'s box coding: decoding the encoded deltas returns the boxes (max error), the regression loss of
+    exact deltas is 0 and grows with an error at the best anchor; anchors are the warped filter's extent / rho."""
+    from mtl.roam.loss import regression_loss
+    from mtl.roam.model import anchor_boxes, decode_deltas, encode_deltas
+
+    g = torch.Generator().manual_seed(seed)
+    shape = filter_shape((4.8 * 1.4, 4.8 / 1.4))  # a wide target of the normalised area
+    anchors = anchor_boxes(14, shape)
+    boxes = torch.cat([torch.rand(5, 2, generator=g) * 8 + 2, torch.rand(5, 2, generator=g) * 4 + 2], dim=1)
+    exact = torch.stack([encode_deltas(anchors, b.expand(len(anchors), 4)).T.reshape(4, 14, 14) for b in boxes])
+    decoded = torch.stack([decode_deltas(anchors, e.flatten(1).T) for e in exact])
+    off = exact + 0.3 * torch.randn(exact.shape, generator=g)
+    return {"round_trip_error": float((decoded - boxes[:, None]).abs().max()),
+            "loss_exact": float(regression_loss(exact, boxes, anchors)),
+            "loss_noisy": float(regression_loss(off, boxes, anchors)),
+            "anchor_size": tuple(float(v) for v in anchors[0, 2:]), "filter_shape": shape}
+
+
+__all__ = ["resize_checks", "preprocessing_checks", "sgd_equivalence", "first_step_gradients", "rfs_toy",
+           "regression_checks"]

@@ -31,4 +31,23 @@ def response_loss(scores: torch.Tensor, labels: torch.Tensor, margin: float = 0.
     return per_map.mean()
 
 
-__all__ = ["response_label", "response_loss"]
+def regression_loss(deltas: torch.Tensor, boxes: torch.Tensor, anchors: torch.Tensor, top: int = 8) -> torch.Tensor:
+    """ROAM++'s box loss: smooth-L1 between the predicted deltas ``(N, 4, H, W)`` and the Faster R-CNN deltas of the
+    boxes ``(N, 4)`` (cells), on the ``top`` anchors ``(H W, 4)`` (:func:`mtl.roam.model.anchor_boxes`) of highest IoU
+    with each box, averaged over those anchors and the 4 deltas.
+
+    The authors' code takes the top 32 of a 71x71 map (about the central sixth of a 14x14-cell target); ``top`` = 8
+    of our 14x14 map is the same share of a 4.8-cell target, rounded up (ours, a change of the count).
+    """
+    from mtl.dimp.iounet import box_iou
+    from mtl.roam.model import encode_deltas
+
+    n = deltas.shape[0]
+    corner = torch.cat([anchors[:, :2] - anchors[:, 2:] / 2, anchors[:, 2:]], dim=1)
+    best = box_iou(corner[None], boxes[:, None]).topk(top, dim=1).indices  # (N, top)
+    pred = deltas.flatten(2).transpose(1, 2).gather(1, best[..., None].expand(n, top, 4))
+    target = encode_deltas(anchors[best], boxes[:, None])
+    return torch.nn.functional.smooth_l1_loss(pred, target)
+
+
+__all__ = ["response_label", "response_loss", "regression_loss"]

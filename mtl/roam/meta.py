@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtl.roam.loss import response_label, response_loss
-from mtl.roam.model import ThetaLayout, filter_shape, response
+from mtl.roam.loss import regression_loss, response_label, response_loss
+from mtl.roam.model import ThetaLayout, anchor_boxes, filter_shape, regression, response
 from mtl.roam.optimizer import CoordinateLSTM, draw_rfs, lstm_inputs
 
 
@@ -31,7 +31,10 @@ from mtl.roam.optimizer import CoordinateLSTM, draw_rfs, lstm_inputs
 class ROAMConfig:
     """ROAM's model, optimizer and meta-training (paper / code values in ``specs/dimp_roam.md`` §2(b))."""
 
-    reduced: int = 8  # C_r; 0: no 1x1 conv (ours, a one-layer filter)
+    reduced: int = 0  # C_r; 0 (ours, chosen on val in notebook 06): no 1x1 conv, a one-layer filter; paper: 64
+    regression: bool = False  # ROAM++: add the box-regression branch
+    reg_reduced: int = 8  # the regression branch's own 1x1 conv (paper 64; ours 8: with none its 4 x 64 x 9 x 9 filter
+    # makes the coordinate-wise LSTM 7x slower per batch)
     k0: int = 9  # canonical filter size
     rho: float = 1.5
     tau: int = 5
@@ -39,21 +42,24 @@ class ROAMConfig:
     optimizer: str = "lstm"  # "lstm" | "const" | "sgd"
     hidden: int = 20
     layers: int = 2
-    lambda_max: float = 1.0  # the rates' range; calibrated on val (calibrate_lr)
+    # the rate range, lambda_0's start and SGD's rate: calibrate_lr's choice on val (notebook 06) via calibrated_config
+    lambda_max: float = 3.2e-3
     init_fraction: float = 0.1  # the LSTM's first rates: init_fraction x lambda_max
-    lambda0: float = 0.1  # initial lambda_0 (all coordinates)
-    sgd_lr: float = 0.1  # the "sgd" optimizer's rate
-    theta0_scale: float = 1.0  # theta_0 ~ N(0, scale^2 / fan_in); ours: the paper's 1e-5 fits raw VGG magnitudes, and a
-    # near-zero start of our two-layer (1x1 conv, filter) model has near-zero gradients in both layers
+    lambda0: float = 3.2e-4  # initial lambda_0 (all coordinates)
+    sgd_lr: float = 3.2e-4  # the "sgd" optimizer's rate
+    theta0_scale: float = 0.0  # the filters of theta_0 ~ N(0, scale^2 / fan_in) (the paper's 1e-5 is ~0: a one-layer filter's
+    # first step from 0 is a template); 1x1 reductions start at N(0, 1 / fan_in) (ThetaLayout.initial)
     kappa: float = 1.6  # RFS range; 0 = without RFS
+    kappa_reg: float = 1.3  # RFS range of the regression branch (ROAM++)
+    reg_top: int = 8  # anchors per frame in the regression loss (code: 32 of a 71x71 map; see regression_loss)
     label_alpha: float = 20.0
     loss_margin: float = 0.1
     lr_theta0: float = 1e-3
     lr_lambda0: float = 1e-2
-    lr_optimizer: float = 1e-3
+    lr_optimizer: float = 1e-2  # ours (code: 1e-3): chosen in the first val exploration, see notebook 06
     clip_theta0: float = 10.0
     clip_optimizer: float = 1.0
-    epochs: int = 8
+    epochs: int = 6
     clips_per_epoch: int = 600
     batch_size: int = 8
     num_clips: int = 600
@@ -65,8 +71,10 @@ class ROAMConfig:
             raise ValueError(f"optimizer must be 'lstm', 'const' or 'sgd', got {self.optimizer!r}")
         if self.k0 % 2 != 1 or self.tau < 1 or self.updates < 1:
             raise ValueError("k0 must be odd and tau, updates >= 1")
-        if self.reduced < 0 or self.theta0_scale < 0:
-            raise ValueError("reduced and theta0_scale must be >= 0")
+        if min(self.reduced, self.reg_reduced, self.theta0_scale, self.kappa, self.kappa_reg) < 0:
+            raise ValueError("reduced, reg_reduced, theta0_scale, kappa and kappa_reg must be >= 0")
+        if self.reg_top < 1:
+            raise ValueError(f"reg_top must be >= 1, got {self.reg_top}")
         if not (self.lambda_max > 0 and self.lambda0 > 0 and self.sgd_lr > 0):
             raise ValueError("lambda_max, lambda0 and sgd_lr must be positive")
 
@@ -77,7 +85,8 @@ class ROAMLearner(nn.Module):
     def __init__(self, in_channels: int, config: ROAMConfig | None = None):
         super().__init__()
         cfg = self.config = config or ROAMConfig()
-        self.layout = ThetaLayout.for_model(in_channels, cfg.reduced, cfg.k0)
+        self.in_channels = int(in_channels)
+        self.layout = ThetaLayout.for_model(in_channels, cfg.reduced, cfg.k0, cfg.regression, cfg.reg_reduced)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.theta0 = nn.Parameter(self.layout.flatten(self.layout.initial(gen, cfg.theta0_scale)))
         self.log_lambda0 = nn.Parameter(torch.full((self.layout.numel,), math.log(cfg.lambda0)))
@@ -95,10 +104,25 @@ class ROAMLearner(nn.Module):
     # -- the pieces a tracker uses online --------------------------------------------------------------
 
     def loss(self, theta_p: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, boxes: torch.Tensor, shape) -> torch.Tensor:
-        """Response loss of ``theta = eps * theta'`` on features ``x`` ``(n, C, H, W)`` with boxes ``(n, 4)`` cells."""
-        scores = response(self.layout.unflatten(eps * theta_p), x, shape)
-        labels = response_label(boxes, x.shape[-1], self.config.label_alpha)
-        return response_loss(scores, labels, self.config.loss_margin)
+        """Loss of ``theta = eps * theta'`` on features ``x`` ``(n, C, H, W)`` with boxes ``(n, 4)`` cells: the response
+        loss, plus (ROAM++) the regression loss with equal weight."""
+        cfg = self.config
+        theta = self.layout.unflatten(eps * theta_p)
+        labels = response_label(boxes, x.shape[-1], cfg.label_alpha)
+        loss = response_loss(response(theta, x, shape), labels, cfg.loss_margin)
+        if self.layout.has_regression:
+            anchors = anchor_boxes(x.shape[-1], shape, cfg.rho).to(x.device)
+            loss = loss + regression_loss(regression(theta, x, shape), boxes, anchors, cfg.reg_top)
+        return loss
+
+    def draw_scales(self, generator: torch.Generator | None = None, rfs: bool = True) -> torch.Tensor:
+        """RFS scales ``eps`` ``(P,)``: ``kappa`` for the response branch, ``kappa_reg`` for the regression branch."""
+        cfg = self.config
+        eps = draw_rfs(self.layout.numel, cfg.kappa if rfs else 0.0, generator)
+        if self.layout.has_regression:
+            reg = self.layout.mask("reg_")
+            eps[reg] = draw_rfs(int(reg.sum()), cfg.kappa_reg if rfs else 0.0, generator)
+        return eps
 
     def rates(self, theta_p, grad, loss, lam_prev, state):
         """``(lambda_k, state)`` of the update optimizer for flat ``theta_p``, ``grad``, ``lam_prev`` of one or more
@@ -121,7 +145,7 @@ class ROAMLearner(nn.Module):
         """Meta-losses of a batch of clips: features ``(B, 9 + 30, C, H, W)``, boxes ``(B, 39, 4)``.
 
         Returns ``{"meta": (T,) mean meta-loss per step (with gradient), "update": (T,) update losses (no gradient),
-        "rates": (T - 1,) mean lambda_k, "lambda0": mean lambda_0}``.
+        "rates": (T - 1,) mean lambda_k, "rate_values": (T - 1, B P) every lambda_k, "lambda0": mean lambda_0}``.
         """
         cfg = self.config
         b, n = features.shape[:2]
@@ -129,7 +153,7 @@ class ROAMLearner(nn.Module):
         if copies < 1:
             raise ValueError(f"a clip of {n} crops is too short for tau={cfg.tau}, updates={cfg.updates}")
         x = features.float()
-        eps = draw_rfs(self.layout.numel, cfg.kappa if rfs else 0.0, generator).to(x.device)
+        eps = self.draw_scales(generator, rfs).to(x.device)
         delta = int(torch.randint(cfg.tau, (1,), generator=generator))
         lam0 = torch.exp(self.log_lambda0)
         frame = lambda t: copies + t - 1  # noqa: E731  clip frame t >= 1 -> its index in the bank
@@ -165,7 +189,7 @@ class ROAMLearner(nn.Module):
             # one optimizer batch over every clip's coordinates, each clip's own loss as its coordinates' input
             losses = torch.stack(update[k]).repeat_interleave(self.layout.numel)
             lam, state = self.rates(torch.cat(flats), torch.cat(grads), losses, lam_prev, state)
-            rates.append(lam.detach().mean())
+            rates.append(lam.detach())
             lam_prev = lam
             t = k * cfg.tau + 1 + delta
             for i, lam_i in enumerate(lam.split(self.layout.numel)):
@@ -174,7 +198,8 @@ class ROAMLearner(nn.Module):
                                          boxes[i, frame(t):frame(t) + 1], shapes[i]))
         return {"meta": torch.stack([torch.stack(m).mean() for m in meta]),
                 "update": torch.stack([torch.stack(u).mean() for u in update]),
-                "rates": torch.stack(rates), "lambda0": lam0.detach().mean()}
+                "rates": torch.stack([r.mean() for r in rates]), "rate_values": torch.stack(rates),
+                "lambda0": lam0.detach().mean()}
 
 
 __all__ = ["ROAMConfig", "ROAMLearner"]

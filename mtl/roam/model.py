@@ -7,11 +7,14 @@ optimizer can replace them step by step and gradients flow through the steps), w
 
 Shapes: backbone features ``x`` ``(N, C, H, W)`` (the frozen SiamFC backbone on a 191 px crop of
 ``5 sqrt(wh)``, so ``H = W = 14`` and the target spans about 4.8 cells), response ``(N, H, W)``.
-Parameters (ROAM, response branch; ROAM++ adds a regression branch, not built here yet):
+Parameters (``C' = C_r``, or ``C`` when ``C_r = 0``):
 
 * ``w1`` ``(C_r, C, 1, 1)``, ``b1`` ``(C_r,)``: the reduction conv (absent with ``C_r = 0``: the filter then
   reads the backbone's ``C`` channels directly);
-* ``filter`` ``(1, C_r, k0, k0)``, ``b2`` ``(1,)``: the canonical response filter.
+* ``filter`` ``(1, C', k0, k0)``, ``b2`` ``(1,)``: the canonical response filter;
+* ROAM++ only, the box-regression branch: ``reg_w1`` ``(C_r, C, 1, 1)``, ``reg_b1`` (its own reduction, absent with
+  ``C_r = 0``), ``reg_filter`` ``(4, C', k0, k0)``, ``reg_b2`` ``(4,)``: Faster R-CNN deltas of one anchor per cell
+  (:func:`anchor_boxes`), the anchor the warped filter's extent divided by ``rho``.
 """
 from __future__ import annotations
 
@@ -53,14 +56,27 @@ class ThetaLayout:
     shapes: tuple  # ((name, shape), ...)
 
     @classmethod
-    def for_model(cls, in_channels: int, reduced: int, k0: int) -> "ThetaLayout":
-        """ROAM's model; ``reduced = 0`` drops the 1x1 conv (a one-layer filter on the backbone's channels)."""
-        if reduced < 0:
-            raise ValueError(f"reduced must be >= 0, got {reduced}")
-        if reduced == 0:
-            return cls((("filter", (1, in_channels, k0, k0)), ("b2", (1,))))
-        return cls((("w1", (reduced, in_channels, 1, 1)), ("b1", (reduced,)), ("filter", (1, reduced, k0, k0)),
-                    ("b2", (1,))))
+    def for_model(cls, in_channels: int, reduced: int, k0: int, regression: bool = False,
+                  reg_reduced: int | None = None) -> "ThetaLayout":
+        """ROAM's model (ROAM++'s with ``regression``); ``reduced = 0`` drops the response branch's 1x1 conv (a
+        one-layer filter on the backbone's channels); ``reg_reduced`` (default ``reduced``): the regression branch's."""
+        reg_reduced = reduced if reg_reduced is None else reg_reduced
+        if reduced < 0 or reg_reduced < 0:
+            raise ValueError(f"reduced must be >= 0, got {reduced}, {reg_reduced}")
+        shapes = []
+        for prefix, out, red in (("", 1, reduced),) + ((("reg_", 4, reg_reduced),) if regression else ()):
+            if red:
+                shapes += [(f"{prefix}w1", (red, in_channels, 1, 1)), (f"{prefix}b1", (red,))]
+            shapes += [(f"{prefix}filter", (out, red or in_channels, k0, k0)), (f"{prefix}b2", (out,))]
+        return cls(tuple(shapes))
+
+    @property
+    def has_regression(self) -> bool:
+        return any(name == "reg_filter" for name, _ in self.shapes)
+
+    def mask(self, prefix: str) -> torch.Tensor:
+        """``(P,)`` bool: the coordinates of the parameters whose name starts with ``prefix``."""
+        return torch.cat([torch.full((math.prod(s),), name.startswith(prefix)) for name, s in self.shapes])
 
     @property
     def numel(self) -> int:
@@ -82,22 +98,61 @@ class ThetaLayout:
         return out
 
     def initial(self, generator: torch.Generator | None = None, scale: float = 1.0) -> dict:
-        """Random parameters: weights ``N(0, scale^2 / fan_in)``, biases 0."""
+        """Random parameters: filters ``N(0, scale^2 / fan_in)``, 1x1 reductions ``N(0, 1 / fan_in)`` whatever the
+        scale (a zero reduction would leave both layers without a gradient), biases 0."""
         theta = {}
         for name, shape in self.shapes:
             if len(shape) == 1:
                 theta[name] = torch.zeros(shape)
             else:
                 fan_in = math.prod(shape[1:])
-                theta[name] = torch.randn(shape, generator=generator) * (scale / math.sqrt(fan_in))
+                s = 1.0 if name.endswith("w1") else scale
+                theta[name] = torch.randn(shape, generator=generator) * (s / math.sqrt(fan_in))
         return theta
+
+
+def _branch(theta: dict, x: torch.Tensor, shape, prefix: str) -> torch.Tensor:
+    z = F.conv2d(x, theta[prefix + "w1"], theta[prefix + "b1"]) if prefix + "w1" in theta else x
+    f = resize_filter(theta[prefix + "filter"], shape)
+    return F.conv2d(z, f, theta[prefix + "b2"], padding=(f.shape[-2] // 2, f.shape[-1] // 2))
 
 
 def response(theta: dict, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Response maps ``(N, H, W)`` of features ``x`` ``(N, C, H, W)`` with the filter warped to ``shape``."""
-    z = F.conv2d(x, theta["w1"], theta["b1"]) if "w1" in theta else x
-    f = resize_filter(theta["filter"], shape)
-    return F.conv2d(z, f, theta["b2"], padding=(f.shape[-2] // 2, f.shape[-1] // 2))[:, 0]
+    return _branch(theta, x, shape, "")[:, 0]
 
 
-__all__ = ["filter_size", "filter_shape", "resize_filter", "ThetaLayout", "response"]
+def regression(theta: dict, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """ROAM++'s box deltas ``(N, 4, H, W)`` (``tx, ty, tw, th`` of each cell's anchor) with the filter warped to ``shape``."""
+    return _branch(theta, x, shape, "reg_")
+
+
+def anchor_boxes(size: int, shape: tuple[int, int], rho: float = 1.5) -> torch.Tensor:
+    """One anchor per cell of a ``size x size`` map, ``(size^2, 4)`` as ``(cx, cy, w, h)`` in cells (row-major):
+    centred on the cell, of the warped filter's extent ``(cols, rows) / rho``, i.e. about the target's size."""
+    rows, cols = shape
+    c = torch.arange(size, dtype=torch.float32)
+    cy, cx = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([cx.reshape(-1), cy.reshape(-1), torch.full((size * size,), cols / rho),
+                        torch.full((size * size,), rows / rho)], dim=1)
+
+
+def encode_deltas(anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Faster R-CNN deltas ``(..., 4)`` of boxes ``(x, y, w, h)`` relative to anchors ``(cx, cy, w, h)`` (broadcast):
+    ``((cx - a_x) / a_w, (cy - a_y) / a_h, log(w / a_w), log(h / a_h))``."""
+    cx, cy = boxes[..., 0] + boxes[..., 2] / 2, boxes[..., 1] + boxes[..., 3] / 2
+    return torch.stack([(cx - anchors[..., 0]) / anchors[..., 2], (cy - anchors[..., 1]) / anchors[..., 3],
+                        torch.log(boxes[..., 2] / anchors[..., 2]), torch.log(boxes[..., 3] / anchors[..., 3])], dim=-1)
+
+
+def decode_deltas(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`encode_deltas`: boxes ``(..., 4)`` as ``(x, y, w, h)``."""
+    w = anchors[..., 2] * torch.exp(deltas[..., 2])
+    h = anchors[..., 3] * torch.exp(deltas[..., 3])
+    cx = anchors[..., 0] + deltas[..., 0] * anchors[..., 2]
+    cy = anchors[..., 1] + deltas[..., 1] * anchors[..., 3]
+    return torch.stack([cx - w / 2, cy - h / 2, w, h], dim=-1)
+
+
+__all__ = ["filter_size", "filter_shape", "resize_filter", "ThetaLayout", "response", "regression", "anchor_boxes",
+           "encode_deltas", "decode_deltas"]

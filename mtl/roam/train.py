@@ -104,7 +104,7 @@ def calibrated_config(config: ROAMConfig, best_lr: float) -> ROAMConfig:
     """``lambda_max = 10 x best``, ``lambda_0`` and the LSTM's first rates (``init_fraction`` x max) at ``best``,
     SGD at ``best``; rounded to two significant digits so the config (the checkpoint key) is stable."""
     best = float(f"{best_lr:.2g}")
-    return dataclasses.replace(config, lambda_max=10 * best, lambda0=best, init_fraction=0.1, sgd_lr=best)
+    return dataclasses.replace(config, lambda_max=float(f"{10 * best:.2g}"), lambda0=best, init_fraction=0.1, sgd_lr=best)
 
 
 def _clip_gradients(learner: ROAMLearner) -> list:
@@ -165,5 +165,63 @@ def train_roam(config: ROAMConfig | None = None, siamfc_config: SiamFCConfig | N
     return learner.to(device).eval(), meta
 
 
-__all__ = ["ROAMStep", "ROAM_QUICK_OVERRIDES", "train_key", "clip_data", "calibrate_lr", "calibrated_config",
-           "train_roam"]
+def evaluate_unroll(learner: ROAMLearner, bank: dict, *, sgd_lr: float | None = None, clips: int | None = None,
+                    batch_size: int = 8, seed: int = 0) -> dict:
+    """The unroll of :meth:`ROAMLearner.unroll` on the first ``clips`` clips of ``bank`` without RFS, with the
+    learner's optimizer or (``sgd_lr``) SGD at that rate from the same ``theta_0`` / ``lambda_0`` (Fig. 7).
+
+    Returns ``{"meta": (T,), "update": (T,)}`` means over the clips, ``"rates"``: ``(T - 1, clips P)`` every rate
+    of every step, ``"lambda0"``: ``(P,)``.
+    """
+    model = learner
+    if sgd_lr is not None:
+        model = ROAMLearner(learner.in_channels, dataclasses.replace(learner.config, optimizer="sgd", sgd_lr=float(sgd_lr)))
+        model.load_state_dict({k: v for k, v in learner.state_dict().items() if k in ("theta0", "log_lambda0")})
+    model.eval()
+    n = len(bank["features"]) if clips is None else min(clips, len(bank["features"]))
+    gen = torch.Generator().manual_seed(seed)
+    meta, update, rates = [], [], []
+    for i in range(0, n, batch_size):
+        sl = slice(i, min(n, i + batch_size))
+        with torch.enable_grad():
+            out = model.unroll(bank["features"][sl], bank["boxes"][sl], gen, rfs=False)
+        w = sl.stop - sl.start
+        meta.append(out["meta"].detach() * w)
+        update.append(out["update"] * w)
+        rates.append(out["rate_values"])
+    return {"meta": torch.stack(meta).sum(0) / n, "update": torch.stack(update).sum(0) / n,
+            "rates": torch.cat(rates, dim=1), "lambda0": torch.exp(learner.log_lambda0.detach())}
+
+
+#: Notebook 06's models: each a change of :class:`ROAMConfig` (``"two_layer"`` gets its own rate calibration).
+VARIANTS = {"roam": {}, "roampp": {"regression": True}, "no_rfs": {"kappa": 0.0, "kappa_reg": 0.0},
+            "const": {"optimizer": "const"}, "two_layer": {"reduced": 8, "theta0_scale": 1.0}}
+CALIBRATION_RATES = tuple(float(r) for r in 10.0 ** np.arange(-4, -2.4, 0.5))
+
+
+def variant_config(name: str, siamfc=None, *, quick: bool = False, device="cpu", progress: bool = True) -> ROAMConfig:
+    """The config of variant ``name`` of :data:`VARIANTS`; ``"two_layer"`` calibrated on the val clips of ``siamfc``
+    (its rates differ from the one-layer model's, which are :class:`ROAMConfig`'s defaults)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown ROAM variant {name!r}; known: {sorted(VARIANTS)}")
+    cfg = dataclasses.replace(ROAMConfig(), **VARIANTS[name])
+    if name == "two_layer":
+        qcfg, scfg = _configs(cfg, None, quick)
+        bank = clip_data(qcfg, scfg, siamfc, quick=quick, device=device, progress=progress)["val"]
+        best = calibrate_lr(ROAMLearner(siamfc.backbone.out_channels, qcfg), bank, CALIBRATION_RATES)["best"]
+        cfg = calibrated_config(cfg, best)
+    return cfg
+
+
+def train_variants(names=tuple(VARIANTS), *, quick: bool = False, device="cpu", retrain: bool = False,
+                   progress: bool = True) -> dict:
+    """``{name: (learner, meta)}`` for the variants ``names``, each loaded or meta-trained by :func:`train_roam`."""
+    from mtl.siamfc import train_siamfc
+
+    siamfc, _ = train_siamfc(quick=quick, device=device, progress=progress)
+    return {n: train_roam(variant_config(n, siamfc, quick=quick, device=device, progress=progress), quick=quick,
+                          device=device, retrain=retrain, progress=progress) for n in names}
+
+
+__all__ = ["ROAMStep", "ROAM_QUICK_OVERRIDES", "VARIANTS", "CALIBRATION_RATES", "train_key", "clip_data",
+           "calibrate_lr", "calibrated_config", "evaluate_unroll", "variant_config", "train_variants", "train_roam"]
