@@ -72,6 +72,13 @@ def clip_data(config: ROAMConfig, siamfc_config: SiamFCConfig, siamfc, *, quick:
                                 **common)}
 
 
+def default_clip_data(siamfc, *, quick: bool = False, device="cpu", progress: bool = True) -> tuple[ROAMConfig, dict]:
+    """``(config, banks)``: :class:`ROAMConfig`'s defaults (quick mode: with :data:`ROAM_QUICK_OVERRIDES`) and the
+    train / val clip banks of :func:`clip_data` they train on."""
+    cfg, scfg = _configs(None, None, quick)
+    return cfg, clip_data(cfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+
+
 @torch.no_grad()
 def _first_step_meta_loss(learner: ROAMLearner, bank: dict, lr: float, clips: int) -> float:
     """Mean meta-loss on frames 1..tau after one SGD step of rate ``lr`` on the 9 copies, from ``theta_0``."""
@@ -224,4 +231,4 @@ def train_variants(names=tuple(VARIANTS), *, quick: bool = False, device="cpu", 
 
 
 __all__ = ["ROAMStep", "ROAM_QUICK_OVERRIDES", "VARIANTS", "CALIBRATION_RATES", "train_key", "clip_data",
-           "calibrate_lr", "calibrated_config", "evaluate_unroll", "variant_config", "train_variants", "train_roam"]
+           "calibrate_lr", "calibrated_config", "default_clip_data", "evaluate_unroll", "variant_config", "train_variants", "train_roam"]
