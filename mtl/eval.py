@@ -806,6 +806,26 @@ def summarize(runs: dict, sequences) -> dict:
 PER_SEQUENCE_SCORES = ("auc", "precision", "norm_precision", "ao", "sr50", "sr75", "fps")
 
 
+def box_errors(runs: dict, sequences) -> dict:
+    """Where a tracker's boxes go wrong, over the visible frames after the first of ``sequences``: the share of
+    frames whose centre is within half a target size (``sqrt(wh)`` of the ground truth) and the median and mean
+    ``|log|`` of the ratio of box size to target size (``sqrt(wh)`` each). Pooled over frames: a diagnostic, not a
+    paired comparison."""
+    centre, size = [], []
+    for seq in sequences:
+        b = np.asarray(runs[seq.name]["boxes"], np.float64)
+        g = np.asarray(seq.boxes, np.float64)
+        keep = np.array(seq.visible, dtype=bool)
+        keep[0] = False
+        gs = np.sqrt(g[:, 2] * g[:, 3])
+        d = (b[:, :2] + b[:, 2:] / 2) - (g[:, :2] + g[:, 2:] / 2)
+        centre.append((np.hypot(d[:, 0], d[:, 1]) / gs)[keep])
+        size.append(np.abs(np.log(np.sqrt(np.clip(b[:, 2] * b[:, 3], 1e-12, None)) / gs))[keep])
+    centre, size = np.concatenate(centre), np.concatenate(size)
+    return {"centre_within_half": float(np.mean(centre < 0.5)), "median_log_size": float(np.median(size)),
+            "mean_log_size": float(np.mean(size)), "n_frames": int(len(centre))}
+
+
 def summarize_seeds(summaries: list[dict]) -> dict:
     """Mean ± std (population, ``ddof=0``) over per-seed summaries of :func:`summarize`.
 

@@ -2,7 +2,8 @@
 
 Executed copies go to ``runs/<timestamp>/``; each notebook writes its own results file
 (``results/<notebook>.json`` in full mode, ``runs/quick/results/`` in quick mode), and this module
-gathers those into ``report.md`` / ``report.json``. A full run also regenerates the results tables in
+gathers those into ``report.md`` / ``report.json``, headed by the reproduction report (every paper claim the
+notebooks test, with its verdict). A full run also regenerates the report and the results tables in
 README.md (between ``<!-- results:start -->`` and ``<!-- results:end -->``) from the results files,
 so no number in the README is typed by hand.
 """
@@ -50,27 +51,58 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def results_markdown(notebook: str, results: dict) -> str:
-    """The tables a notebook published under the ``"tables"`` key of its results file, as markdown."""
+    """The tables a notebook published under the ``"tables"`` key of its results file, as markdown (but a table
+    named ``findings``: those rows are in the reproduction report, :func:`findings_markdown`)."""
     parts = []
     for title, rows in (results.get("tables") or {}).items():
+        if title == "findings":
+            continue
         parts.append(f"**{notebook} — {title}**\n\n{markdown_table(rows)}\n")
     return "\n".join(parts)
 
 
-def update_readme_tables(notebooks: list[str], readme: Path = ROOT / "README.md") -> bool:
-    """Regenerate README's results section from the committed (full-mode) results files."""
+VERDICTS = ("matches", "tie", "does NOT match")
+
+
+def findings_markdown(results: dict[str, dict]) -> str:
+    """The reproduction report: every ``findings`` entry of ``results`` ``{notebook: results dict}`` in one table
+    (notebook, claim, paper, split, ours, 95% interval, verdict), headed by the count of each verdict."""
+    rows = []
+    for name, res in results.items():
+        for f in res.get("findings") or []:
+            ci = f.get("ci")
+            rows.append({"notebook": name, "claim": f.get("claim", ""), "paper": f.get("paper", ""),
+                         "split": f.get("split", ""), "ours": f.get("ours", ""),
+                         "95% CI": f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "", "verdict": f.get("verdict", "")})
+    if not rows:
+        return ""
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    other = len(rows) - sum(counts.values())
+    head = ", ".join(f"{n} {v}" for v, n in counts.items()) + (f", {other} other" if other else "")
+    return (f"**Reproduction report: {len(rows)} paper claims tested** ({head}; verdicts from paired bootstrap "
+            f"intervals, BRIEF §7)\n\n{markdown_table(rows)}\n")
+
+
+def update_readme_tables(notebooks: list[str], readme: Path = ROOT / "README.md",
+                         results_dir: str | Path | None = None) -> bool:
+    """Regenerate README's results section from the committed (full-mode) results files: the reproduction report
+    (:func:`findings_markdown`) first, then each notebook's tables."""
     if not readme.is_file():
         return False
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         return False
-    blocks = []
+    blocks, loaded = [], {}
     for name in notebooks:
-        path = results_path(name, quick=False)
+        path = results_path(name, quick=False, directory=results_dir)
         if path.is_file():
-            block = results_markdown(name, json.loads(path.read_text()))
+            loaded[name] = json.loads(path.read_text())
+            block = results_markdown(name, loaded[name])
             if block:
                 blocks.append(block)
+    report = findings_markdown(loaded)
+    if report:
+        blocks.insert(0, report)
     body = "\n".join(blocks) if blocks else "_No full-mode results yet: run `make reproduce`._\n"
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
@@ -134,6 +166,7 @@ def reproduce(*, quick: bool = False, train: bool = False, device: str = "auto",
              f"Parameters: `{json.dumps(parameters)}`", "",
              markdown_table([{"notebook": e["notebook"], "status": e["status"], "seconds": e["seconds"],
                               "results": e.get("results_file", "—")} for e in report["notebooks"]]), ""]
+    lines.append(findings_markdown({e["notebook"]: e["results"] for e in report["notebooks"] if "results" in e}))
     for e in report["notebooks"]:
         if "results" in e:
             lines.append(results_markdown(e["notebook"], e["results"]))

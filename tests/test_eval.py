@@ -272,3 +272,20 @@ def test_run_side_by_side_interleaves_and_matches_run_ope(seqs):
     summary = ev.summarize(runs["x"], seqs)
     times = np.concatenate([runs["x"][s]["times"] for s in ("a", "b")])
     assert summary["throughput_fps"] == pytest.approx(times.size / times.sum())
+
+
+def test_box_errors_by_hand():
+    import numpy as np
+
+    from mtl.data import Sequence
+    from mtl.eval import box_errors
+
+    gt = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
+    pred = np.array([[0, 0, 10, 10], [4, 0, 10, 10], [6, 0, 10, 10], [0, 0, 20, 20]], float)
+    seq = Sequence("s", gt, visible=np.array([True, True, True, False]))
+    out = box_errors({"s": {"boxes": pred}}, [seq])
+    # frames 1 and 2 count (frame 0 is given, frame 3 hidden): centre errors 0.4 and 0.6 target sizes
+    assert out["n_frames"] == 2 and out["centre_within_half"] == 0.5 and out["mean_log_size"] == 0.0
+    seq.visible[3] = True
+    out = box_errors({"s": {"boxes": pred}}, [seq])
+    assert out["n_frames"] == 3 and abs(out["mean_log_size"] - np.log(2) / 3) < 1e-12

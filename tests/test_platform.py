@@ -217,6 +217,29 @@ def test_reproduce_runs_notebooks_and_reports(tmp_path, monkeypatch):
         rep.list_notebooks(["42"])
 
 
+def test_readme_reproduction_report_lists_every_finding_with_verdict_counts(tmp_path):
+    from mtl.reproduce import README_END, README_START, update_readme_tables
+
+    res = tmp_path / "results"
+    res.mkdir()
+    f = lambda claim, verdict, ci: {"claim": claim, "paper": "p", "split": "test", "ours": "+0.01 AUC", "ci": ci,  # noqa: E731
+                                    "verdict": verdict}
+    (res / "01_a.json").write_text(json.dumps({"findings": [f("A > B", "matches", [0.01, 0.05]),
+                                                           f("C > D", "tie", [-0.02, 0.03])]}))
+    (res / "02_b.json").write_text(json.dumps({"findings": [f("E > F", "does NOT match", [-0.09, -0.01])],
+                                               "tables": {"t": [{"x": 1.5}]}}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nend\n")
+    assert update_readme_tables(["01_a", "02_b", "03_missing"], readme, results_dir=res)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
+    assert "3 paper claims tested** (1 matches, 1 tie, 1 does NOT match;" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 0")]
+    assert [r.split(" | ")[1] for r in rows] == ["A > B", "C > D", "E > F"]
+    assert "| 02_b | E > F | p | test | +0.01 AUC | [-0.090, -0.010] | does NOT match |" in text
+    assert text.index("Reproduction report") < text.index("**02_b — t**")
+
+
 def test_benchmark_tracker_options_parse_literals_and_reject_bad_pairs():
     assert cli._parse_options(["window_influence=0.3", "checkpoint=data/x.pt", "scales=[1, 2]"]) == {
         "window_influence": 0.3, "checkpoint": "data/x.pt", "scales": [1, 2]}

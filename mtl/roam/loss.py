@@ -36,8 +36,8 @@ def regression_loss(deltas: torch.Tensor, boxes: torch.Tensor, anchors: torch.Te
     boxes ``(N, 4)`` (cells), on the ``top`` anchors ``(H W, 4)`` (:func:`mtl.roam.model.anchor_boxes`) of highest IoU
     with each box, averaged over those anchors and the 4 deltas.
 
-    The authors' code takes the top 32 of a 71x71 map (about the central sixth of a 14x14-cell target); ``top`` = 8
-    of our 14x14 map is the same share of a 4.8-cell target, rounded up (ours, a change of the count).
+    The authors' code takes the top 32 anchors of a 71x71 map, about a sixth of its 14x14-cell target; ours
+    (a change, not tuned) takes ``top`` = 8, about a third of our 4.8 x 4.8-cell target (a sixth would be 4).
     """
     from mtl.dimp.iounet import box_iou
     from mtl.roam.model import encode_deltas

@@ -178,26 +178,27 @@ def evaluate_unroll(learner: ROAMLearner, bank: dict, *, sgd_lr: float | None = 
     learner's optimizer or (``sgd_lr``) SGD at that rate from the same ``theta_0`` / ``lambda_0`` (Fig. 7).
 
     Returns ``{"meta": (T,), "update": (T,)}`` means over the clips, ``"rates"``: ``(T - 1, clips P)`` every rate
-    of every step, ``"lambda0"``: ``(P,)``.
+    of every step, ``"lambda0"``: ``(P,)``; all on the CPU (the unroll runs on the learner's device).
     """
     model = learner
     if sgd_lr is not None:
         model = ROAMLearner(learner.in_channels, dataclasses.replace(learner.config, optimizer="sgd", sgd_lr=float(sgd_lr)))
         model.load_state_dict({k: v for k, v in learner.state_dict().items() if k in ("theta0", "log_lambda0")})
     model.eval()
+    device = model.theta0.device
     n = len(bank["features"]) if clips is None else min(clips, len(bank["features"]))
     gen = torch.Generator().manual_seed(seed)
     meta, update, rates = [], [], []
     for i in range(0, n, batch_size):
         sl = slice(i, min(n, i + batch_size))
         with torch.enable_grad():
-            out = model.unroll(bank["features"][sl], bank["boxes"][sl], gen, rfs=False)
+            out = model.unroll(bank["features"][sl].to(device), bank["boxes"][sl].to(device), gen, rfs=False)
         w = sl.stop - sl.start
-        meta.append(out["meta"].detach() * w)
-        update.append(out["update"] * w)
-        rates.append(out["rate_values"])
+        meta.append(out["meta"].detach().cpu() * w)
+        update.append(out["update"].cpu() * w)
+        rates.append(out["rate_values"].cpu())
     return {"meta": torch.stack(meta).sum(0) / n, "update": torch.stack(update).sum(0) / n,
-            "rates": torch.cat(rates, dim=1), "lambda0": torch.exp(learner.log_lambda0.detach())}
+            "rates": torch.cat(rates, dim=1), "lambda0": torch.exp(learner.log_lambda0.detach()).cpu()}
 
 
 #: Notebook 06's models: each a change of :class:`ROAMConfig` (``"two_layer"`` gets its own rate calibration).
