@@ -203,7 +203,8 @@ def evaluate_unroll(learner: ROAMLearner, bank: dict, *, sgd_lr: float | None = 
 
 #: Notebook 06's models: each a change of :class:`ROAMConfig` (``"two_layer"`` gets its own rate calibration).
 VARIANTS = {"roam": {}, "roampp": {"regression": True}, "no_rfs": {"kappa": 0.0, "kappa_reg": 0.0},
-            "const": {"optimizer": "const"}, "two_layer": {"reduced": 8, "theta0_scale": 1.0}}
+            "const": {"optimizer": "const"}, "two_layer": {"reduced": 8, "theta0_scale": 1.0},
+            "roam_long": {"epochs": 24}}
 CALIBRATION_RATES = tuple(float(r) for r in 10.0 ** np.arange(-4, -2.4, 0.5))
 
 
