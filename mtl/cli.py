@@ -1,4 +1,5 @@
-"""The ``mtl`` command line: ``mtl reproduce``, ``mtl generate``, ``mtl benchmark``, ``mtl evaluate``, ``mtl track``.
+"""The ``mtl`` command line: ``mtl reproduce``, ``mtl generate``, ``mtl benchmark``, ``mtl evaluate``,
+``mtl leaderboard``, ``mtl track``.
 
 Each subcommand is a thin wrapper over a function in the package, so notebooks and tests call the
 same code; ``main(argv)`` is importable for tests.
@@ -239,6 +240,55 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    from mtl.leaderboard import DEFAULT_ENTRIES
+
+    p = sub.add_parser(
+        "leaderboard",
+        help="every update rule and its no-update base on one dataset: accuracy, speed, paired intervals",
+        description=(
+            "Run each tracker (default: every update rule of notebooks 02-06 with its no-update base) on a dataset "
+            "through a results cache in --out (runs already there are reused), then print one row per tracker: "
+            "AUC, AO, SR0.75, FPS and, against its base, the paired bootstrap interval of the per-sequence AUC "
+            "difference and the speed ratio."
+        ),
+    )
+    p.add_argument("--dataset", required=True, help="synth:test, otb:PATH, got10k:PATH or lasot:PATH")
+    p.add_argument("--trackers", nargs="+", default=[e.name for e in DEFAULT_ENTRIES], metavar="NAME[:BASE]",
+                   help="rows: a default row's label or any registered tracker, optionally :BASE (default: "
+                        + ", ".join(e.name for e in DEFAULT_ENTRIES) + ")")
+    p.add_argument("--out", required=True, help="results cache folder (reused across calls)")
+    p.add_argument("--quick", action="store_true", help="a few short sequences only")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed and first run seed (default: 0)")
+    p.add_argument("--seeds", type=int, default=1, help="runs of a stochastic tracker (default: 1)")
+    p.add_argument("--processes", type=int, default=1, help="worker processes for the runs (default: 1)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from mtl import eval as ev
+        from mtl.data import load_dataset
+        from mtl.leaderboard import format_leaderboard, leaderboard, parse_entries
+
+        if args.seeds < 1 or args.processes < 1:
+            raise ValueError("--seeds and --processes must be >= 1")
+        entries = parse_entries(args.trackers)
+        seqs = load_dataset(args.dataset, quick=args.quick, seed=args.seed)
+        rows = leaderboard(entries, seqs, args.out, ev.benchmark_name(args.dataset, quick=args.quick),
+                           seeds=range(args.seed, args.seed + args.seeds), processes=args.processes,
+                           progress=not args.no_progress)
+        print(format_leaderboard(rows))
+        if args.json:
+            from mtl.utils import atomic_write_bytes
+
+            atomic_write_bytes(args.json, json.dumps(rows, indent=1).encode())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtl",
@@ -251,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_benchmark(sub)
     _add_evaluate(sub)
+    _add_leaderboard(sub)
     _add_track(sub)
     return parser
 
