@@ -80,10 +80,12 @@ def leaderboard(entries, sequences, cache_dir: str | Path, benchmark: str, *, se
     summaries = {}
     for e in entries:
         tracker = ev.make_tracker(e.tracker, **e.options)
-        runs = [ev.summarize(ev.run_cached(tracker if i == 0 else ev.make_tracker(e.tracker, **e.options), sequences,
-                                           cache_dir, benchmark, seed=s, progress=progress, processes=processes),
-                             sequences)
-                for i, s in enumerate(seeds if not tracker.is_deterministic else list(seeds)[:1])]
+        runs = []
+        for i, s in enumerate(list(seeds)[:1] if tracker.is_deterministic else list(seeds)):
+            if i:  # a fresh tracker per seed, as the notebooks run their seeds
+                tracker = ev.make_tracker(e.tracker, **e.options)
+            runs.append(ev.summarize(ev.run_cached(tracker, sequences, cache_dir, benchmark, seed=s, progress=progress,
+                                                   processes=processes), sequences))
         summaries[e.name] = runs[0] if len(runs) == 1 else ev.summarize_seeds(runs)
     rows = []
     for e in entries:

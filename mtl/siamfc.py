@@ -29,7 +29,7 @@ from mtl.heads import SiamFCHead, default_out_scale
 from mtl.losses import balanced_logistic_loss, siamfc_labels
 from mtl.ops import (box_to_center, center_to_box, context_size, cosine_window, crop_and_resize,
                      image_to_tensor, upsample_maps)
-from mtl.tracker import Tracker, as_box, as_rgb_array
+from mtl.tracker import Tracker, as_box, as_rgb_array, with_options
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -488,11 +488,7 @@ class SiamFCTracker(Tracker):
                  update_interval: int = 1, confidence_threshold: float | None = None, name: str | None = None,
                  **options):
         super().__init__(name=name, is_deterministic=True)
-        cfg = config or SiamFCConfig()
-        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SiamFCConfig)})
-        if unknown:
-            raise TypeError(f"unknown SiamFC tracker options {unknown}; valid: the fields of SiamFCConfig")
-        self.config = dataclasses.replace(cfg, **options) if options else cfg
+        self.config = with_options(config or SiamFCConfig(), options, "SiamFC tracker")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         if update_interval < 1:

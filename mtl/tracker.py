@@ -6,6 +6,8 @@ as the got10k toolkit passes, is accepted too); boxes are ``x, y, w, h`` in 0-ba
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 
@@ -23,6 +25,15 @@ def as_rgb_array(image) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
     return np.ascontiguousarray(image)
+
+
+def with_options(params, options: dict, what: str):
+    """``params`` (a frozen dataclass of a tracker's parameters) with ``options`` replacing its fields; a TypeError
+    naming the options that are not fields (``what``: e.g. ``"ROAM tracking"``), so a misspelt option never passes."""
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(params)})
+    if unknown:
+        raise TypeError(f"unknown {what} options {unknown}; valid: the fields of {type(params).__name__}")
+    return dataclasses.replace(params, **options) if options else params
 
 
 def as_box(box) -> np.ndarray:

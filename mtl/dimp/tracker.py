@@ -43,7 +43,7 @@ from mtl.dimp.net import DiMPConfig, DiMPNet
 from mtl.eval import register_tracker
 from mtl.ops import box_to_center, center_to_box, crop_and_resize, image_to_tensor, upsample_maps
 from mtl.siamfc import SiamFCConfig, SiamFCNet, load_siamfc, penalize_scale_changes
-from mtl.tracker import Tracker, as_box, as_rgb_array
+from mtl.tracker import Tracker, as_box, as_rgb_array, with_options
 
 
 def subcell_peak(scores: np.ndarray, upsample: int) -> tuple[np.ndarray, float]:
@@ -114,11 +114,7 @@ class DiMPTracker(Tracker):
                  iounet: IoUNet | None = None, geometry: CropGeometry = CropGeometry(), device="cpu",
                  name: str | None = None, **options):
         super().__init__(name=name, is_deterministic=False)
-        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(DiMPTracking)})
-        if unknown:
-            raise TypeError(f"unknown DiMP tracking options {unknown}; valid: the fields of DiMPTracking")
-        base = tracking or DiMPTracking()
-        self.params = dataclasses.replace(base, **options) if options else base
+        self.params = with_options(tracking or DiMPTracking(), options, "DiMP tracking")
         self.geometry, self.device = geometry, torch.device(device)
         self.net = net.to(self.device).eval()
         self.backbone = backbone.to(self.device).eval()

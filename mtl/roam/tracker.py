@@ -36,14 +36,14 @@ import torch
 
 from mtl.dimp.data import CropGeometry
 from mtl.dimp.tracker import subcell_peak
+from mtl.eval import register_tracker
 from mtl.ops import box_to_center, center_to_box, crop_and_resize, image_to_tensor
 from mtl.roam.data import FIRST_COPIES, stretched_crop
 from mtl.roam.loss import response_label
-from mtl.eval import register_tracker
 from mtl.roam.meta import ROAMConfig, ROAMLearner
 from mtl.roam.model import anchor_boxes, decode_deltas, regression, response
 from mtl.siamfc import SiamFCConfig, load_siamfc, penalize_scale_changes
-from mtl.tracker import Tracker, as_box, as_rgb_array
+from mtl.tracker import Tracker, as_box, as_rgb_array, with_options
 
 
 @dataclass(frozen=True)
@@ -89,11 +89,7 @@ class ROAMTracker(Tracker):
     def __init__(self, learner: ROAMLearner, backbone: torch.nn.Module, tracking: ROAMTracking | None = None, *,
                  geometry: CropGeometry = CropGeometry(), device="cpu", name: str | None = None, **options):
         super().__init__(name=name, is_deterministic=True)
-        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(ROAMTracking)})
-        if unknown:
-            raise TypeError(f"unknown ROAM tracking options {unknown}; valid: the fields of ROAMTracking")
-        base = tracking or ROAMTracking()
-        self.params = dataclasses.replace(base, **options) if options else base
+        self.params = with_options(tracking or ROAMTracking(), options, "ROAM tracking")
         self.geometry, self.device = geometry, torch.device(device)
         self.learner = learner.to(self.device).eval()
         has_reg = learner.layout.has_regression
