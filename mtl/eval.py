@@ -31,6 +31,7 @@ builds one, importing ``mtl.baselines``, ``mtl.<name>``, ``mtl.<prefix>`` (the p
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -517,7 +518,7 @@ def _track_seeded(tracker, seq, seed: int | None) -> dict:
     return track_sequence(tracker, seq)
 
 
-_WORKER_JOB: tuple | None = None  # (tracker, sequences, seed), inherited by forked workers
+_WORKER_JOB: tuple | None = None  # (tracker, sequences, seed, track), inherited by forked workers
 
 
 def _fork_is_safe() -> bool:
@@ -534,16 +535,17 @@ def _worker_init() -> None:
 
 
 def _worker_track(index: int):
-    tracker, sequences, seed = _WORKER_JOB
-    return index, _track_seeded(tracker, sequences[index], seed)
+    tracker, sequences, seed, track = _WORKER_JOB
+    return index, track(tracker, sequences[index], seed)
 
 
-def _tracked_in_workers(tracker, sequences: list, seed, processes: int):
-    """Yield ``(index, run)`` for ``sequences`` tracked in ``processes`` forked single-thread workers."""
+def _tracked_in_workers(tracker, sequences: list, seed, processes: int, track=None):
+    """Yield ``(index, result)`` for ``sequences`` tracked in ``processes`` forked single-thread workers;
+    ``track(tracker, seq, seed)`` makes one result (default :func:`_track_seeded`, one-pass)."""
     import multiprocessing
 
     global _WORKER_JOB
-    _WORKER_JOB = (tracker, sequences, seed)
+    _WORKER_JOB = (tracker, sequences, seed, track or _track_seeded)
     try:
         with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_init) as pool:
             yield from pool.imap_unordered(_worker_track, range(len(sequences)))
@@ -692,37 +694,119 @@ def supervised_accuracy_ious(result: dict, burnin: int = 10) -> np.ndarray:
     return ious
 
 
+def records_text(records) -> str:
+    """VOT-toolkit record lines: ``1`` init, ``0`` skipped, ``2`` failure, else ``x,y,w,h`` (``%.3f``)."""
+    return "".join((f"{int(r[0])}" if len(r) == 1 else ",".join(f"{v:.3f}" for v in r)) + "\n" for r in records)
+
+
+def supervised_from_records(records, times, seq) -> dict:
+    """The result of :func:`track_supervised` rebuilt from its records and times (as read back from disk): the
+    IoUs of the box frames (clipped to the image; NaN where the target is invisible), failures and inits."""
+    n = len(seq)
+    if len(records) != n or len(times) != n:
+        raise ValueError(f"sequence {seq.name!r}: {len(records)} records and {len(times)} times for {n} frames")
+    gt = np.asarray(seq.boxes, dtype=np.float64)
+    visible = np.asarray(getattr(seq, "visible", np.ones(n, bool)), dtype=bool)
+    size = _image_size(seq)
+    ious = np.full(n, np.nan)
+    for f, r in enumerate(records):
+        if len(r) == 4 and visible[f]:
+            ious[f] = _clipped_iou(r, gt[f], size)
+    return {"records": [list(r) for r in records], "ious": ious, "times": np.asarray(times, dtype=np.float64),
+            "failures": sum(len(r) == 1 and int(r[0]) == 2 for r in records),
+            "inits": [f for f, r in enumerate(records) if len(r) == 1 and int(r[0]) == 1]}
+
+
+def _read_records(path: Path, n_frames: int) -> list[list[float]]:
+    rows = _parse_numbers(path, (1, 4))
+    if len(rows) != n_frames:
+        raise ValueError(f"{path}: has {len(rows)} lines, the sequence has {n_frames} frames")
+    return rows
+
+
+def _track_supervised_seeded(tracker, seq, seed, skip):
+    from mtl.utils import seed_everything
+
+    if seed is not None:
+        seed_everything(seed)
+    return track_supervised(tracker, seq, skip=skip)
+
+
 def run_supervised(tracker, sequences, skip: int = 5, burnin: int = 10, seed: int | None = 0,
                    progress: bool = True, out_dir=None, benchmark: str = "synth-test",
-                   tracker_name: str | None = None) -> dict:
+                   tracker_name: str | None = None, cache_dir=None, processes: int = 1) -> dict:
     """VOT-style supervised runs on ``sequences``; returns a report dict.
 
     Report: ``accuracy`` (mean IoU over non-burn-in box frames of all sequences), ``robustness``
     (total failures), ``failures_per_100_frames``, ``fps`` (pooled ``mean(1/t)``), ``n_frames`` and
-    ``per_sequence`` ``{name: {"accuracy", "failures", "records", ...}}``. With ``out_dir`` the records
-    are written in the VOT toolkit's format (``1``/``0``/``2`` or ``x,y,w,h`` per line) to
-    ``<out_dir>/<benchmark>-reset/<tracker>/<seq>.txt``.
+    ``per_sequence`` ``{name: {"accuracy", "failures", "records", ...}}`` (``accuracy`` NaN where every box
+    frame is in a burn-in). With ``out_dir`` the records are written in the VOT toolkit's format (``1``/``0``/``2``
+    or ``x,y,w,h`` per line) to ``<out_dir>/<benchmark>-reset/<tracker>/<seq>.txt``, their times to
+    ``times/<seq>_time.txt`` beside them (NaN for skipped frames).
+
+    ``cache_dir``: the results cache of :func:`run_cached` for this protocol: records go to
+    ``<cache_dir>/<benchmark>-reset/run-<key>/`` with ``key`` the hash of the tracker's fingerprint, seed and
+    ``skip``, and complete stored records are reused (a changed option or checkpoint runs again). Every
+    result, fresh or stored, is computed from the records as written (boxes to 3 decimals), so the two agree.
+    ``processes`` > 1: sequences tracked in forked single-thread workers (as :func:`run_ope`; speeds from such
+    runs are a one-thread tracker's).
     """
-    from mtl.utils import atomic_write_bytes, seed_everything
+    from mtl.utils import atomic_write_bytes
 
     sequences = list(sequences)
+    if cache_dir is not None and out_dir is not None:
+        raise ValueError("give out_dir or cache_dir, not both")
     name = tracker_name or tracker.name
+    folder, bench = None, f"{benchmark}-reset"
+    if cache_dir is not None:
+        from mtl.cache import config_key
+
+        fingerprint = {**run_fingerprint(tracker, seed), "protocol": {"reset": True, "skip": skip}}
+        out_dir, name = cache_dir, f"run-{config_key(fingerprint)}"
+        reuse = _claim_results_folder(cache_dir, bench, name, fingerprint, overwrite=False)
+    else:
+        reuse = False
+    if out_dir is not None:
+        folder = Path(out_dir) / bench / name
+    results, todo = {}, []
+    for seq in sequences:
+        rfile, tfile = (folder / f"{seq.name}.txt", times_file(out_dir, bench, name, seq.name)) if folder else (None, None)
+        if reuse and rfile.is_file() and tfile.is_file():
+            try:
+                results[seq.name] = supervised_from_records(_read_records(rfile, len(seq)), read_times(tfile, len(seq)), seq)
+                continue
+            except ValueError:
+                pass  # incomplete or damaged: run again
+        todo.append(seq)
+
+    def store(seq, res):
+        if folder is not None:
+            atomic_write_bytes(folder / f"{seq.name}.txt", records_text(res["records"]).encode())
+            atomic_write_bytes(times_file(out_dir, bench, name, seq.name), "".join(time_line(t) for t in res["times"]).encode())
+            res = supervised_from_records(_read_records(folder / f"{seq.name}.txt", len(seq)), res["times"], seq)
+        results[seq.name] = res
+
+    if processes > 1 and len(todo) > 1 and _fork_is_safe():
+        track = functools.partial(_track_supervised_seeded, skip=skip)
+        for i, res in _progress(_tracked_in_workers(tracker, todo, seed, processes, track), len(todo), f"reset {name}", progress):
+            store(todo[i], res)
+    else:
+        for seq in _progress(todo, len(todo), f"reset {name}", progress):
+            store(seq, _track_supervised_seeded(tracker, seq, seed, skip))
+    return supervised_report(name, {s.name: results[s.name] for s in sequences}, skip, burnin)
+
+
+def supervised_report(name: str, results: dict, skip: int, burnin: int) -> dict:
+    """The report of :func:`run_supervised` from per-sequence results ``{seq_name: track_supervised(...)}``."""
     per_seq, all_ious, all_times, total_failures, total_frames = {}, [], [], 0, 0
-    for seq in _progress(sequences, len(sequences), f"reset {name}", progress):
-        if seed is not None:
-            seed_everything(seed)
-        res = track_supervised(tracker, seq, skip=skip)
+    for seq_name, res in results.items():
         acc_ious = supervised_accuracy_ious(res, burnin)
         valid = acc_ious[~np.isnan(acc_ious)]
-        per_seq[seq.name] = {**res, "accuracy": float(np.mean(valid)) if valid.size else float("nan")}
+        per_seq[seq_name] = {**res, "accuracy": float(np.mean(valid)) if valid.size else float("nan")}
         all_ious.append(valid)
-        all_times.append(res["times"])
+        all_times.append(np.asarray(res["times"], dtype=np.float64))
         total_failures += res["failures"]
-        total_frames += len(seq)
-        if out_dir is not None:
-            text = "".join((f"{int(r[0])}" if len(r) == 1 else ",".join(f"{v:.3f}" for v in r)) + "\n"
-                           for r in res["records"])
-            atomic_write_bytes(Path(out_dir) / f"{benchmark}-reset" / name / f"{seq.name}.txt", text.encode())
+        total_frames += len(res["records"])
     pooled = np.concatenate(all_ious) if all_ious else np.zeros(0)
     return {
         "tracker": name, "skip": skip, "burnin": burnin,

@@ -289,3 +289,41 @@ def test_box_errors_by_hand():
     seq.visible[3] = True
     out = box_errors({"s": {"boxes": pred}}, [seq])
     assert out["n_frames"] == 3 and abs(out["mean_log_size"] - np.log(2) / 3) < 1e-12
+
+
+def test_supervised_cache_reuses_records_and_reruns_on_change(tmp_path):
+    seqs = [FakeSequence("a", n=30, speed=3.0, size=(200, 40)), FakeSequence("b", n=25, speed=2.0, size=(200, 40))]
+    noisy = lambda noise: ev.make_tracker("noisy_gt", noise=noise)  # noqa: E731
+    fresh = ev.run_supervised(noisy(0.5), seqs, seed=3, burnin=2, progress=False)
+    first = ev.run_supervised(noisy(0.5), seqs, seed=3, burnin=2, progress=False, cache_dir=tmp_path, benchmark="fake")
+    folders = list((tmp_path / "fake-reset").iterdir())
+    assert len(folders) == 1 and sorted(p.name for p in folders[0].glob("*.txt")) == ["a.txt", "b.txt"]
+    assert first["robustness"] == fresh["robustness"] > 0  # noise 0.5 fails now and then
+    assert first["accuracy"] == pytest.approx(fresh["accuracy"], abs=1e-3)  # boxes to 3 decimals on disk
+    # a stored run is served from its records: overwrite them with a box-free record set and read it back
+    (folders[0] / "a.txt").write_text("1\n" + "2\n" + "0\n" * 3 + "1\n" + "2\n" * 24)
+    served = ev.run_supervised(noisy(0.5), seqs, seed=3, burnin=2, progress=False, cache_dir=tmp_path, benchmark="fake")
+    assert served["per_sequence"]["a"]["failures"] == 25 and served["per_sequence"]["a"]["inits"] == [0, 5]
+    assert served["per_sequence"]["b"]["records"] == first["per_sequence"]["b"]["records"]
+    # another option, seed or skip is another run, never the stored records
+    other = ev.run_supervised(noisy(0.0), seqs, seed=3, burnin=2, progress=False, cache_dir=tmp_path, benchmark="fake")
+    assert other["robustness"] == 0 and len(list((tmp_path / "fake-reset").iterdir())) == 2
+    ev.run_supervised(noisy(0.5), seqs, skip=3, seed=3, burnin=2, progress=False, cache_dir=tmp_path, benchmark="fake")
+    assert len(list((tmp_path / "fake-reset").iterdir())) == 3
+    # a damaged record file is tracked again
+    (folders[0] / "a.txt").write_text("1\n2\n")
+    again = ev.run_supervised(noisy(0.5), seqs, seed=3, burnin=2, progress=False, cache_dir=tmp_path, benchmark="fake")
+    assert again["per_sequence"]["a"]["records"] == first["per_sequence"]["a"]["records"]
+
+
+def test_supervised_in_worker_processes_equals_one_process(tmp_path):
+    seqs = [FakeSequence(n, n=30, speed=3.0, size=(200, 40)) for n in "abc"]
+    one = ev.run_supervised(ev.make_tracker("noisy_gt", noise=0.5), seqs, seed=1, progress=False)
+    two = ev.run_supervised(ev.make_tracker("noisy_gt", noise=0.5), seqs, seed=1, progress=False, processes=2,
+                            cache_dir=tmp_path, benchmark="fake")
+    for name in "abc":
+        assert two["per_sequence"][name]["inits"] == one["per_sequence"][name]["inits"]
+        np.testing.assert_allclose(np.nan_to_num(two["per_sequence"][name]["ious"]),
+                                   np.nan_to_num(one["per_sequence"][name]["ious"]), atol=1e-3)
+    with pytest.raises(ValueError, match="not both"):
+        ev.run_supervised(ev.make_tracker("static"), seqs, out_dir=tmp_path, cache_dir=tmp_path, progress=False)
