@@ -262,6 +262,8 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset seed and first run seed (default: 0)")
     p.add_argument("--seeds", type=int, default=1, help="runs of a stochastic tracker (default: 1)")
     p.add_argument("--processes", type=int, default=1, help="worker processes for the runs (default: 1)")
+    p.add_argument("--reset", action="store_true",
+                   help="also run the VOT reset protocol: accuracy and failures per 100 frames columns")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -278,7 +280,7 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
         seqs = load_dataset(args.dataset, quick=args.quick, seed=args.seed)
         rows = leaderboard(entries, seqs, args.out, ev.benchmark_name(args.dataset, quick=args.quick),
                            seeds=range(args.seed, args.seed + args.seeds), processes=args.processes,
-                           progress=not args.no_progress)
+                           reset=args.reset, progress=not args.no_progress)
         print(format_leaderboard(rows))
         if args.json:
             from mtl.utils import atomic_write_bytes

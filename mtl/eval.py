@@ -52,7 +52,7 @@ from mtl.tracker import as_rgb_array
 #: name -> factory (a Tracker subclass or any callable returning a tracker).
 TRACKERS: dict[str, Callable] = {}
 #: Modules that register trackers; imported on demand by :func:`make_tracker`. Append to extend.
-TRACKER_MODULES: list[str] = ["mtl.baselines", "mtl.updaters", "mtl.gradnet", "mtl.lu", "mtl.dimp", "mtl.roam.tracker"]
+TRACKER_MODULES: list[str] = ["mtl.baselines", "mtl.updaters", "mtl.cfnet", "mtl.gradnet", "mtl.lu", "mtl.dimp", "mtl.roam.tracker"]
 
 
 def register_tracker(name: str):
