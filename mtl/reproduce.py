@@ -52,12 +52,15 @@ def markdown_table(rows: list[dict]) -> str:
 
 def results_markdown(notebook: str, results: dict) -> str:
     """The tables a notebook published under the ``"tables"`` key of its results file, as markdown (but a table
-    named ``findings``: those rows are in the reproduction report, :func:`findings_markdown`)."""
+    named ``findings``: those rows are in the reproduction report, :func:`findings_markdown`), then its
+    ``"figures"`` ``{title: path relative to the repository root}`` as images."""
     parts = []
     for title, rows in (results.get("tables") or {}).items():
         if title == "findings":
             continue
         parts.append(f"**{notebook} — {title}**\n\n{markdown_table(rows)}\n")
+    for title, path in (results.get("figures") or {}).items():
+        parts.append(f"**{notebook} — {title}**\n\n![{title}]({path})\n")
     return "\n".join(parts)
 
 
