@@ -642,8 +642,34 @@ def _clipped_iou(box, gt_box, image_size) -> float:
     return float(metrics.iou(p, g)[0])
 
 
+class SequenceFrom:
+    """The view of a sequence from frame ``start`` on (frame ``i`` of the view is frame ``start + i``): what the
+    reset protocol hands an oracle tracker (``set_sequence``) when it re-initialises it at frame ``start``, so the
+    oracle reads the ground truth of the frames it is actually given. Per-frame arrays (``boxes``, ``visible``,
+    ``cover``) are sliced; every other attribute is the sequence's."""
+
+    _PER_FRAME = ("boxes", "visible", "cover")
+
+    def __init__(self, seq, start: int):
+        if not 0 <= start < len(seq):
+            raise ValueError(f"start {start} is outside sequence {getattr(seq, 'name', '?')!r} ({len(seq)} frames)")
+        self._seq, self._start = seq, int(start)
+
+    def __len__(self) -> int:
+        return len(self._seq) - self._start
+
+    def frame(self, i: int):
+        return self._seq.frame(self._start + i)
+
+    def __getattr__(self, name):
+        value = getattr(self._seq, name)
+        return value[self._start:] if name in self._PER_FRAME and value is not None else value
+
+
 def track_supervised(tracker, seq, skip: int = 5) -> dict:
-    """The VOT reset protocol on one sequence (see the module docstring).
+    """The VOT reset protocol on one sequence (see the module docstring). A tracker with the oracle hook
+    ``set_sequence`` gets the sequence before frame 0 and, at each re-init at frame f, :class:`SequenceFrom`
+    ``(seq, f)``.
 
     Returns ``{"records": list of [1] / [0] / [2] / [x, y, w, h], "ious": (N,) float64 (NaN where no box),
     "times": (N,) float64 (NaN for skipped frames), "failures": int, "inits": [int]}``.
@@ -656,13 +682,15 @@ def track_supervised(tracker, seq, skip: int = 5) -> dict:
     records, ious, times, inits = [], np.full(n, np.nan), np.full(n, np.nan), []
     failures = 0
     failed, next_start = False, -1
-    if hasattr(tracker, "set_sequence"):
-        tracker.set_sequence(seq)
     for f in range(n):
         image = as_rgb_array(seq.frame(f))
         size = (image.shape[1], image.shape[0])
+        restart = f == 0 or (failed and f == next_start)
+        if restart and hasattr(tracker, "set_sequence"):
+            # an oracle counts frames from its init: a re-init at frame f starts the sequence there
+            tracker.set_sequence(seq if f == 0 else SequenceFrom(seq, f))
         start = time.perf_counter()
-        if f == 0 or (failed and f == next_start):
+        if restart:
             _, msg = _tracker_call(tracker, seq, f, tracker.init, image, gt[f].copy())
             failed = False
             records.append([1])

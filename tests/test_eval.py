@@ -327,3 +327,38 @@ def test_supervised_in_worker_processes_equals_one_process(tmp_path):
                                    np.nan_to_num(one["per_sequence"][name]["ious"]), atol=1e-3)
     with pytest.raises(ValueError, match="not both"):
         ev.run_supervised(ev.make_tracker("static"), seqs, out_dir=tmp_path, cache_dir=tmp_path, progress=False)
+
+
+class LosesOnce(Oracle):
+    """An oracle that returns a box far from the target on its 3rd update after the first init, else the truth."""
+
+    name = "loses_once"
+
+    def __init__(self):
+        super().__init__()
+        self.inits = 0
+
+    def init(self, image, box):
+        super().init(image, box)
+        self.inits += 1
+        assert np.allclose(box, self.gt[0]), "the oracle's sequence must start at the frame it is initialised on"
+
+    def update(self, image):
+        box = super().update(image)
+        return box + np.array([150.0, 0, 0, 0]) if self.inits == 1 and self.f == 3 else box
+
+
+def test_reset_protocol_restarts_an_oracle_at_the_reinit_frame():
+    seq = FakeSequence("s", n=20, speed=3.0, size=(200, 40))
+    rep = ev.run_supervised(LosesOnce(), [seq], skip=5, burnin=0, progress=False)
+    res = rep["per_sequence"]["s"]
+    assert res["inits"] == [0, 8] and res["failures"] == 1 and res["records"][3] == [2]
+    # after the re-init at frame 8 the oracle reads frames 9, 10, ... (not 1, 2, ...): every box is exact
+    box_frames = [f for f, r in enumerate(res["records"]) if len(r) == 4]
+    assert box_frames == [1, 2, *range(9, 20)]
+    np.testing.assert_allclose(res["ious"][box_frames], 1.0, atol=1e-3)
+    view = ev.SequenceFrom(seq, 8)
+    assert len(view) == 12 and np.array_equal(view.boxes, seq.boxes[8:]) and view.name == "s"
+    np.testing.assert_array_equal(view.frame(0), seq.frame(8))
+    with pytest.raises(ValueError, match="outside sequence"):
+        ev.SequenceFrom(seq, 20)

@@ -227,7 +227,8 @@ def test_readme_reproduction_report_lists_every_finding_with_verdict_counts(tmp_
     (res / "01_a.json").write_text(json.dumps({"findings": [f("A > B", "matches", [0.01, 0.05]),
                                                            f("C > D", "tie", [-0.02, 0.03])]}))
     (res / "02_b.json").write_text(json.dumps({"findings": [f("E > F", "does NOT match", [-0.09, -0.01])],
-                                               "tables": {"t": [{"x": 1.5}]}}))
+                                               "tables": {"t": [{"x": 1.5}]},
+                                               "figures": {"a plot": "results/figures/02_b_plot.png"}}))
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nend\n")
     assert update_readme_tables(["01_a", "02_b", "03_missing"], readme, results_dir=res)
@@ -238,6 +239,7 @@ def test_readme_reproduction_report_lists_every_finding_with_verdict_counts(tmp_
     assert [r.split(" | ")[1] for r in rows] == ["A > B", "C > D", "E > F"]
     assert "| 02_b | E > F | p | test | +0.01 AUC | [-0.090, -0.010] | does NOT match |" in text
     assert text.index("Reproduction report") < text.index("**02_b — t**")
+    assert text.index("**02_b — t**") < text.index("![a plot](results/figures/02_b_plot.png)")
 
 
 def test_benchmark_tracker_options_parse_literals_and_reject_bad_pairs():
