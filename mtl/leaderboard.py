@@ -148,17 +148,28 @@ def versus_base(entries, summaries: dict, sequence_names=None, key: str = "auc",
     return out
 
 
+def update_verdict(ci_low: float, ci_high: float) -> str:
+    """The verdict of a row against its base from its paired interval: ``"better than base"`` (the interval is
+    above 0), ``"worse than base"`` (below 0) or ``"tie"`` (it contains 0)."""
+    return "better than base" if ci_low > 0 else "worse than base" if ci_high < 0 else "tie"
+
+
 def leaderboard_rows(entries, summaries: dict, *, fps: dict | None = None, reset: dict | None = None) -> list[dict]:
     """One row per entry: ``tracker``, ``base``, ``auc`` (``auc_std`` over seeds), ``precision``, ``norm_precision``,
     ``ao``, ``sr50``, ``sr75``, ``fps``, ``speed_vs_base``, ``diff`` / ``ci_low`` / ``ci_high`` / ``wins`` / ``ties`` /
-    ``losses`` (paired per-sequence AUC against the base, ``None`` without one), ``n_sequences``, ``n_seeds`` and,
-    with ``reset`` (:func:`run_reset`), ``reset_accuracy`` / ``reset_failures_per_100``.
+    ``losses`` (paired per-sequence AUC against the base, ``None`` without one), ``base_auc`` (the base's AUC on
+    this row's sequences: a row on every k-th sequence is compared with that, not with the base's own row),
+    ``verdict`` (:func:`update_verdict`), ``n_sequences``, ``n_seeds`` and, with ``reset`` (:func:`run_reset`),
+    ``reset_accuracy`` / ``reset_failures_per_100``.
 
     ``fps``: ``{label: frames/s}`` measured side by side (:func:`mtl.eval.run_side_by_side`) to use instead of the
-    throughput of the accuracy runs, which come from separate (perhaps worker-process) runs.
+    throughput of the accuracy runs, which come from separate (perhaps worker-process) runs; it must then hold
+    every row, so no ratio mixes the two kinds of measurement (``KeyError`` naming the rows it lacks).
     """
     entries = check_entries(entries)
-    speed = {e.name: (fps or {}).get(e.name, summaries[e.name]["throughput_fps"]) for e in entries}
+    if fps is not None and (lacking := [e.name for e in entries if e.name not in fps]):
+        raise KeyError(f"fps has no measurement for rows {lacking}")
+    speed = {e.name: (fps[e.name] if fps is not None else summaries[e.name]["throughput_fps"]) for e in entries}
     comparisons = versus_base(entries, summaries)
     rows = []
     for e in entries:
@@ -166,15 +177,16 @@ def leaderboard_rows(entries, summaries: dict, *, fps: dict | None = None, reset
         row = {"tracker": e.name, "base": e.base, "auc": s["auc"], "auc_std": s.get("std", {}).get("auc"),
                "precision": s["precision"], "norm_precision": s["norm_precision"], "ao": s["ao"], "sr50": s["sr50"],
                "sr75": s["sr75"], "fps": speed[e.name], "speed_vs_base": None, "diff": None, "ci_low": None,
-               "ci_high": None, "wins": None, "ties": None, "losses": None, "n_sequences": s["n_seqs"],
-               "n_seeds": s.get("n_seeds", 1)}
+               "ci_high": None, "wins": None, "ties": None, "losses": None, "base_auc": None, "verdict": None,
+               "n_sequences": s["n_seqs"], "n_seeds": s.get("n_seeds", 1)}
         if reset is not None and e.name in reset:
             row.update(reset_accuracy=reset[e.name]["accuracy"],
                        reset_failures_per_100=reset[e.name]["failures_per_100_frames"])
         c = comparisons.get(e.name)
         if c is not None:
             row.update(speed_vs_base=speed[e.name] / speed[e.base], diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high,
-                       wins=c.wins, ties=c.ties, losses=c.losses)
+                       wins=c.wins, ties=c.ties, losses=c.losses, base_auc=s["auc"] - c.diff,
+                       verdict=update_verdict(c.ci_low, c.ci_high))
         rows.append(row)
     return rows
 
@@ -201,11 +213,13 @@ def format_leaderboard(rows: list[dict]) -> str:
                       **({"reset acc.": r["reset_accuracy"], "fail./100 fr.": f"{r['reset_failures_per_100']:.2f}"}
                          if "reset_accuracy" in r else {}),
                       "FPS": f"{r['fps']:.1f}", "n": r["n_sequences"],
+                      "base AUC (same seqs)": r["base_auc"],
                       "vs base [95% CI]": "" if r["diff"] is None else
                       f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], {r['wins']}/{r['ties']}/{r['losses']}",
+                      "verdict": r["verdict"] or "",
                       "speed vs base": "" if r["speed_vs_base"] is None else f"{r['speed_vs_base']:.2f}"})
     return markdown_table(table)
 
 
 __all__ = ["Entry", "DEFAULT_ENTRIES", "parse_entries", "check_entries", "run_entries", "run_reset", "versus_base",
-           "leaderboard_rows", "leaderboard", "format_leaderboard"]
+           "update_verdict", "leaderboard_rows", "leaderboard", "format_leaderboard"]

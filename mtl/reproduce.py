@@ -82,8 +82,12 @@ def findings_markdown(results: dict[str, dict]) -> str:
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     other = len(rows) - sum(counts.values())
     head = ", ".join(f"{n} {v}" for v, n in counts.items()) + (f", {other} other" if other else "")
-    return (f"**Reproduction report: {len(rows)} paper claims tested** ({head}; verdicts from paired bootstrap "
-            f"intervals, BRIEF §7)\n\n{markdown_table(rows)}\n")
+    n_ci = sum(bool(r["95% CI"]) for r in rows)
+    return (f"**Reproduction report: {len(rows)} paper claims tested** ({head}). {n_ci} verdicts come from paired "
+            f"bootstrap intervals (BRIEF §7: the 95% CI column; the sign of *ours* is the one its notebook defines; "
+            f"a claim of equality matches when the interval contains 0); the {len(rows) - n_ci} without an "
+            f"interval are descriptive checks (a speed ratio, a loss, a self-check) against the stated "
+            f"threshold\n\n{markdown_table(rows)}\n")
 
 
 def update_readme_tables(notebooks: list[str], readme: Path = ROOT / "README.md",

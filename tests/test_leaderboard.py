@@ -1,6 +1,7 @@
 """The leaderboard: rows against their bases, the command on a folder in OTB layout, clear errors."""
 import json
 
+import numpy as np
 import pytest
 
 from mtl.cli import main
@@ -83,6 +84,12 @@ def test_rows_on_a_subset_pair_with_the_base_on_the_same_sequences(otb_root, tmp
     expected = paired_bootstrap(a, {n: b[n] for n in names})
     assert row_cv["diff"] == pytest.approx(expected.diff) and row_cv["ci_low"] == pytest.approx(expected.ci_low)
     assert row_cv["speed_vs_base"] == pytest.approx(0.5) and row_cv["n_sequences"] == 2
+    # the base's AUC on the row's own sequences, and the verdict from the interval
+    assert row_cv["base_auc"] == pytest.approx(np.mean([b[n] for n in names]))
+    assert row_cv["verdict"] == ("better than base" if expected.ci_low > 0 else "worse than base"
+                                 if expected.ci_high < 0 else "tie") and row_static["verdict"] is None
+    with pytest.raises(KeyError, match="no measurement for rows"):
+        leaderboard_rows(entries, summaries, fps={"static": 100.0})
     # restricted to one sequence there is no interval
     assert versus_base(entries, summaries, names[:1]) == {"cv": None}
     with pytest.raises(ValueError, match="must cover"):

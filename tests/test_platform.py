@@ -230,11 +230,11 @@ def test_readme_reproduction_report_lists_every_finding_with_verdict_counts(tmp_
                                                "tables": {"t": [{"x": 1.5}]},
                                                "figures": {"a plot": "results/figures/02_b_plot.png"}}))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nend\n")
+    readme.write_text(f"intro\n{README_START}\nSTALE TABLE\n{README_END}\nend\n")
     assert update_readme_tables(["01_a", "02_b", "03_missing"], readme, results_dir=res)
     text = readme.read_text()
-    assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
-    assert "3 paper claims tested** (1 matches, 1 tie, 1 does NOT match;" in text
+    assert "STALE TABLE" not in text and text.startswith("intro") and text.endswith("end\n")
+    assert "3 paper claims tested** (1 matches, 1 tie, 1 does NOT match). 3 verdicts come from paired" in text
     rows = [line for line in text.splitlines() if line.startswith("| 0")]
     assert [r.split(" | ")[1] for r in rows] == ["A > B", "C > D", "E > F"]
     assert "| 02_b | E > F | p | test | +0.01 AUC | [-0.090, -0.010] | does NOT match |" in text
