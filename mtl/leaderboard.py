@@ -102,9 +102,10 @@ def run_entries(entries, sequences, cache_dir: str | Path, benchmark: str, *, se
     summaries = {}
     for e in check_entries(entries):
         seqs = sequences[::e.every]
-        runs = []
-        for i, s in enumerate(_seed_list(ev.make_tracker(e.tracker, **e.options), seeds)):
-            tracker = ev.make_tracker(e.tracker, **e.options)
+        runs, tracker = [], ev.make_tracker(e.tracker, **e.options)
+        for i, s in enumerate(_seed_list(tracker, seeds)):
+            if i:  # a fresh tracker per seed, as the notebooks run their seeds
+                tracker = ev.make_tracker(e.tracker, **e.options)
             runs.append(ev.summarize(ev.run_cached(tracker, seqs, cache_dir, benchmark, seed=s, progress=progress,
                                                    processes=processes), seqs))
         summaries[e.name] = runs[0] if len(runs) == 1 else ev.summarize_seeds(runs)
@@ -121,10 +122,11 @@ def run_reset(entries, sequences, cache_dir: str | Path, benchmark: str, *, seed
     sequences = list(sequences)
     out = {}
     for e in check_entries(entries):
-        reps = [ev.run_supervised(ev.make_tracker(e.tracker, **e.options), sequences[::e.every], skip=skip,
-                                  burnin=burnin, seed=s, progress=progress, cache_dir=cache_dir, benchmark=benchmark,
-                                  processes=processes)
-                for s in _seed_list(ev.make_tracker(e.tracker, **e.options), seeds)]
+        first = ev.make_tracker(e.tracker, **e.options)
+        reps = [ev.run_supervised(first if i == 0 else ev.make_tracker(e.tracker, **e.options), sequences[::e.every],
+                                  skip=skip, burnin=burnin, seed=s, progress=progress, cache_dir=cache_dir,
+                                  benchmark=benchmark, processes=processes)
+                for i, s in enumerate(_seed_list(first, seeds))]
         out[e.name] = {k: float(np.mean([r[k] for r in reps])) for k in ("accuracy", "robustness",
                                                                          "failures_per_100_frames")}
         out[e.name].update(n_frames=reps[0]["n_frames"], n_seeds=len(reps))
