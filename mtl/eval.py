@@ -94,6 +94,13 @@ def make_tracker(name: str, **kwargs):
     return tracker
 
 
+def registered_trackers() -> list[str]:
+    """Every registered tracker name, after importing the modules of :data:`TRACKER_MODULES`."""
+    for module in TRACKER_MODULES:
+        _try_import(module)
+    return sorted(TRACKERS)
+
+
 # ---------------------------------------------------------------------------------------------
 # Results on disk
 # ---------------------------------------------------------------------------------------------

@@ -362,3 +362,10 @@ def test_reset_protocol_restarts_an_oracle_at_the_reinit_frame():
     np.testing.assert_array_equal(view.frame(0), seq.frame(8))
     with pytest.raises(ValueError, match="outside sequence"):
         ev.SequenceFrom(seq, 20)
+
+
+def test_registered_trackers_lists_every_module_s_trackers():
+    names = ev.registered_trackers()
+    assert names == sorted(names)
+    assert {"static", "siamfc", "siamfc_ema", "cfnet", "cfnet_sgd", "siamfc_gradnet", "siamfc_lu", "dimp", "roam",
+            "roampp"} <= set(names)
