@@ -516,13 +516,14 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     return {seq.name: runs[seq.name] for seq in sequences}
 
 
-def _track_seeded(tracker, seq, seed: int | None) -> dict:
-    """:func:`track_sequence` after ``mtl.seed_everything(seed)`` (None: the generators as they are)."""
+def _track_seeded(tracker, seq, seed: int | None, track=None, **kwargs) -> dict:
+    """``track(tracker, seq, **kwargs)`` (default :func:`track_sequence`) after ``mtl.seed_everything(seed)``
+    (None: the generators as they are)."""
     from mtl.utils import seed_everything
 
     if seed is not None:
         seed_everything(seed)
-    return track_sequence(tracker, seq)
+    return (track or track_sequence)(tracker, seq, **kwargs)
 
 
 _WORKER_JOB: tuple | None = None  # (tracker, sequences, seed, track), inherited by forked workers
@@ -759,12 +760,15 @@ def _read_records(path: Path, n_frames: int) -> list[list[float]]:
     return rows
 
 
-def _track_supervised_seeded(tracker, seq, seed, skip):
-    from mtl.utils import seed_everything
-
-    if seed is not None:
-        seed_everything(seed)
-    return track_supervised(tracker, seq, skip=skip)
+def _stored_supervised(root, benchmark: str, tracker_name: str, seq) -> dict | None:
+    """The stored reset-protocol result of ``seq`` (records and times complete), else None (run it again)."""
+    rfile, tfile = results_file(root, benchmark, tracker_name, seq.name), times_file(root, benchmark, tracker_name, seq.name)
+    if not (rfile.is_file() and tfile.is_file()):
+        return None
+    try:
+        return supervised_from_records(_read_records(rfile, len(seq)), read_times(tfile, len(seq)), seq)
+    except ValueError:
+        return None  # incomplete or damaged
 
 
 def run_supervised(tracker, sequences, skip: int = 5, burnin: int = 10, seed: int | None = 0,
@@ -792,7 +796,7 @@ def run_supervised(tracker, sequences, skip: int = 5, burnin: int = 10, seed: in
     if cache_dir is not None and out_dir is not None:
         raise ValueError("give out_dir or cache_dir, not both")
     name = tracker_name or tracker.name
-    folder, bench = None, f"{benchmark}-reset"
+    bench = f"{benchmark}-reset"
     if cache_dir is not None:
         from mtl.cache import config_key
 
@@ -801,33 +805,29 @@ def run_supervised(tracker, sequences, skip: int = 5, burnin: int = 10, seed: in
         reuse = _claim_results_folder(cache_dir, bench, name, fingerprint, overwrite=False)
     else:
         reuse = False
-    if out_dir is not None:
-        folder = Path(out_dir) / bench / name
     results, todo = {}, []
     for seq in sequences:
-        rfile, tfile = (folder / f"{seq.name}.txt", times_file(out_dir, bench, name, seq.name)) if folder else (None, None)
-        if reuse and rfile.is_file() and tfile.is_file():
-            try:
-                results[seq.name] = supervised_from_records(_read_records(rfile, len(seq)), read_times(tfile, len(seq)), seq)
-                continue
-            except ValueError:
-                pass  # incomplete or damaged: run again
-        todo.append(seq)
+        stored = _stored_supervised(out_dir, bench, name, seq) if reuse else None
+        if stored is not None:
+            results[seq.name] = stored
+        else:
+            todo.append(seq)
 
     def store(seq, res):
-        if folder is not None:
-            atomic_write_bytes(folder / f"{seq.name}.txt", records_text(res["records"]).encode())
+        if out_dir is not None:
+            rfile = results_file(out_dir, bench, name, seq.name)
+            atomic_write_bytes(rfile, records_text(res["records"]).encode())
             atomic_write_bytes(times_file(out_dir, bench, name, seq.name), "".join(time_line(t) for t in res["times"]).encode())
-            res = supervised_from_records(_read_records(folder / f"{seq.name}.txt", len(seq)), res["times"], seq)
+            res = supervised_from_records(_read_records(rfile, len(seq)), res["times"], seq)  # what is on disk
         results[seq.name] = res
 
+    track = functools.partial(_track_seeded, track=track_supervised, skip=skip)
     if processes > 1 and len(todo) > 1 and _fork_is_safe():
-        track = functools.partial(_track_supervised_seeded, skip=skip)
         for i, res in _progress(_tracked_in_workers(tracker, todo, seed, processes, track), len(todo), f"reset {name}", progress):
             store(todo[i], res)
     else:
         for seq in _progress(todo, len(todo), f"reset {name}", progress):
-            store(seq, _track_supervised_seeded(tracker, seq, seed, skip))
+            store(seq, track(tracker, seq, seed))
     return supervised_report(name, {s.name: results[s.name] for s in sequences}, skip, burnin)
 
 

@@ -86,9 +86,15 @@ def check_entries(entries) -> list[Entry]:
     return entries
 
 
-def _seed_list(tracker, seeds) -> list:
+def _seeded_trackers(entry: Entry, seeds):
+    """``(seed, tracker)`` for each run of ``entry``: the first seed only for a deterministic tracker, else every
+    seed with a fresh tracker each (as the notebooks run their seeds)."""
+    from mtl import eval as ev
+
     seeds = list(seeds)
-    return seeds[:1] if tracker.is_deterministic else seeds
+    tracker = ev.make_tracker(entry.tracker, **entry.options)
+    for i, s in enumerate(seeds[:1] if tracker.is_deterministic else seeds):
+        yield s, tracker if i == 0 else ev.make_tracker(entry.tracker, **entry.options)
 
 
 def run_entries(entries, sequences, cache_dir: str | Path, benchmark: str, *, seeds=(0,), processes: int = 1,
@@ -102,12 +108,8 @@ def run_entries(entries, sequences, cache_dir: str | Path, benchmark: str, *, se
     summaries = {}
     for e in check_entries(entries):
         seqs = sequences[::e.every]
-        runs, tracker = [], ev.make_tracker(e.tracker, **e.options)
-        for i, s in enumerate(_seed_list(tracker, seeds)):
-            if i:  # a fresh tracker per seed, as the notebooks run their seeds
-                tracker = ev.make_tracker(e.tracker, **e.options)
-            runs.append(ev.summarize(ev.run_cached(tracker, seqs, cache_dir, benchmark, seed=s, progress=progress,
-                                                   processes=processes), seqs))
+        runs = [ev.summarize(ev.run_cached(tracker, seqs, cache_dir, benchmark, seed=s, progress=progress,
+                                           processes=processes), seqs) for s, tracker in _seeded_trackers(e, seeds)]
         summaries[e.name] = runs[0] if len(runs) == 1 else ev.summarize_seeds(runs)
     return summaries
 
@@ -122,11 +124,9 @@ def run_reset(entries, sequences, cache_dir: str | Path, benchmark: str, *, seed
     sequences = list(sequences)
     out = {}
     for e in check_entries(entries):
-        first = ev.make_tracker(e.tracker, **e.options)
-        reps = [ev.run_supervised(first if i == 0 else ev.make_tracker(e.tracker, **e.options), sequences[::e.every],
-                                  skip=skip, burnin=burnin, seed=s, progress=progress, cache_dir=cache_dir,
-                                  benchmark=benchmark, processes=processes)
-                for i, s in enumerate(_seed_list(first, seeds))]
+        reps = [ev.run_supervised(tracker, sequences[::e.every], skip=skip, burnin=burnin, seed=s, progress=progress,
+                                  cache_dir=cache_dir, benchmark=benchmark, processes=processes)
+                for s, tracker in _seeded_trackers(e, seeds)]
         out[e.name] = {k: float(np.mean([r[k] for r in reps])) for k in ("accuracy", "robustness",
                                                                          "failures_per_100_frames")}
         out[e.name].update(n_frames=reps[0]["n_frames"], n_seeds=len(reps))
