@@ -425,3 +425,103 @@ def test_registered_tracker_uses_the_settings_notebook_05_chose_on_val():
         pytest.skip("no full-mode results of notebook 05")
     chosen = json.loads(path.read_text())["tracking"]
     assert chosen and {k: getattr(DiMPTracking(), k) for k in chosen} == chosen
+
+
+# ---- Table 2's "+FT": a fine-tuned backbone tail ------------------------------------------------------------
+
+def _ft_pair():
+    """A plain DiMP net and a "+FT" net with an untuned tail copy and the same predictor weights."""
+    from mtl.dimp.net import DiMPConfig, DiMPNet, FineTune
+    from mtl.dimp.train import finetune_net
+    from mtl.siamfc import SiamFCConfig, SiamFCNet
+
+    torch.manual_seed(0)
+    backbone = SiamFCNet.from_config(SiamFCConfig()).backbone.eval()
+    cfg = DiMPConfig()
+    plain = DiMPNet(backbone.out_channels, cfg).eval()
+    ft = finetune_net(backbone, cfg, FineTune()).eval()
+    missing, unexpected = ft.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("tail.") for k in missing)
+    return backbone, plain, ft
+
+
+def test_finetuned_tail_starts_as_the_backbone_and_is_a_copy():
+    backbone, plain, ft = _ft_pair()
+    assert len(ft.tail) == 2 and ft.tail[0] is not backbone[3]
+    x = torch.rand(2, 3, 191, 191) * 255
+    with torch.no_grad():
+        a = plain.classification_features(backbone(x)[None])
+        b = ft.classification_features(backbone[:3](x)[None])
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        ft.tail[0][0].weight.add_(1.0)
+    assert not torch.equal(ft.tail[0][0].weight, backbone[3][0].weight)  # the tail does not write into SiamFC
+
+
+def test_finetuned_tail_keeps_its_batch_norm_statistics_in_training():
+    _, _, ft = _ft_pair()
+    ft.train()
+    bns = [m for m in ft.tail.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(not m.training for m in bns) and ft.features.training
+    mean = bns[0].running_mean.clone()
+    ft.classification_features(torch.randn(1, 2, 96, 18, 18) * 5)
+    assert torch.equal(bns[0].running_mean, mean)
+
+
+def test_optimizer_gives_the_tail_its_own_learning_rate():
+    from mtl.dimp.train import make_optimizer
+
+    _, plain, ft = _ft_pair()
+    with pytest.raises(ValueError, match="tail_lr"):
+        make_optimizer(ft, ft.config)
+    optimizer, _ = make_optimizer(ft, ft.config, tail_lr=1e-4)
+    tail_ids = {id(p) for p in ft.tail.parameters()}
+    groups = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} == tail_ids]
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-4
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(ft.parameters()))
+    assert len(make_optimizer(plain, plain.config)[0].param_groups) == 2
+
+
+def test_untuned_tail_tracks_exactly_like_dimp():
+    from mtl import eval as ev
+    from mtl.dimp import DiMPTracker
+    from mtl.utils import seed_everything
+
+    backbone, plain, ft = _ft_pair()
+    frames, box = _square_video()
+    runs = []
+    for net in (plain, ft):
+        seed_everything(0)
+        runs.append(ev.track_frames(DiMPTracker(net, backbone, box="scales", update_interval=5), frames, box))
+    np.testing.assert_allclose(runs[0]["boxes"], runs[1]["boxes"], atol=1e-3)
+
+
+def test_quick_finetuning_trains_the_tail_only(tmp_path):
+    from mtl.dimp.train import load_dimp_ft, train_dimp_ft
+    from mtl.siamfc import train_siamfc
+
+    siamfc, _ = train_siamfc(quick=True, progress=False)
+    before = {k: v.clone() for k, v in siamfc.backbone.state_dict().items()}
+    net, meta = train_dimp_ft(quick=True, directory=tmp_path, progress=False)
+    assert not meta["loaded"] and np.isfinite(meta["history"]["val_loss"][-1])
+    assert all(torch.equal(before[k], v) for k, v in siamfc.backbone.state_dict().items())  # SiamFC untouched
+    tail_start = siamfc.backbone[3:].state_dict()
+    assert any(not torch.equal(v, tail_start[k]) for k, v in net.tail.state_dict().items() if "running" not in k)
+    assert all(torch.equal(v, tail_start[k]) for k, v in net.tail.state_dict().items() if "running" in k)
+    loaded = load_dimp_ft(meta["checkpoint"])
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_finetune_default_is_the_learning_rate_notebook_05_chose_on_val():
+    """`load_dimp_ft()` must load the +FT model of the notebook's Table 2: the committed val choice."""
+    import json
+    from pathlib import Path
+
+    from mtl.dimp.net import FineTune
+
+    path = Path(__file__).resolve().parents[1] / "results" / "05_dimp.json"
+    chosen = json.loads(path.read_text()).get("finetune") if path.is_file() else None
+    if not chosen:
+        pytest.skip("no full-mode +FT results of notebook 05")
+    val = {float(k): v for k, v in chosen["val_by_lr"].items()}
+    assert FineTune().lr == chosen["lr"] == min(val, key=val.get)

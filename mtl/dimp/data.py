@@ -152,17 +152,23 @@ def frame_set_features(backbone: torch.nn.Module, sequences, *, num_sets: int, g
 
 def cached_bank(backbone: torch.nn.Module, weights_key: str, spec: str, *, num_sets: int, seed: int,
                 geometry: CropGeometry = CropGeometry(), recipe: BankRecipe = BankRecipe(), data_seed: int = 0,
-                quick: bool = False, device="cpu", progress: bool = True) -> dict:
-    """:func:`frame_set_features` of dataset ``spec``, from the on-disk cache when made by the same inputs."""
+                quick: bool = False, device="cpu", progress: bool = True, blocks: int | None = None) -> dict:
+    """:func:`frame_set_features` of dataset ``spec``, from the on-disk cache when made by the same inputs.
+
+    ``blocks``: keep the activations after the backbone's first ``blocks`` blocks (``None``: the whole
+    backbone), the input of a fine-tuned tail (:class:`mtl.dimp.net.FineTune`)."""
     from mtl.cache import cached_tensors
     from mtl.data import load_dataset
 
     key = {"weights": weights_key, "spec": spec, "quick": bool(quick), "num_sets": int(num_sets), "seed": int(seed),
            "data_seed": int(data_seed), "geometry": dataclasses.asdict(geometry), "recipe": dataclasses.asdict(recipe)}
+    if blocks is not None:
+        key["blocks"] = int(blocks)
 
     def build() -> dict:
         sequences = load_dataset(spec, quick=quick, seed=data_seed)
-        return frame_set_features(backbone, sequences, num_sets=num_sets, geometry=geometry, recipe=recipe,
+        net = backbone if blocks is None else backbone[:blocks]
+        return frame_set_features(net, sequences, num_sets=num_sets, geometry=geometry, recipe=recipe,
                                   seed=seed, device=device, progress=progress)
 
     return cached_tensors("dimp-sets", key, build, quick=quick)

@@ -118,6 +118,9 @@ class DiMPTracker(Tracker):
         self.geometry, self.device = geometry, torch.device(device)
         self.net = net.to(self.device).eval()
         self.backbone = backbone.to(self.device).eval()
+        if self.net.tail is not None:  # "+FT": the classifier reads the fine-tuned tail, the IoU-Net the frozen blocks
+            split = len(self.backbone) - len(self.net.tail)
+            self._shared_blocks, self._frozen_tail = self.backbone[:split], self.backbone[split:]
         p = self.params
         if p.box == "iounet" and iounet is None:
             raise ValueError("box='iounet' needs an IoU-Net (iounet=...); use box='scales' without one")
@@ -145,9 +148,16 @@ class DiMPTracker(Tracker):
 
     @torch.no_grad()
     def features(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops ``(K, S, S, 3)`` uint8 -> backbone features ``(K, C, H, W)`` and classification features ``(K, C_f, H, W)``."""
-        x = self.backbone(image_to_tensor(crops, True).to(self.device))
-        return x, self.net.classification_features(x[None])[0]
+        """Crops ``(K, S, S, 3)`` uint8 -> backbone features ``(K, C, H, W)`` and classification features ``(K, C_f, H, W)``.
+
+        With a fine-tuned tail (``net.tail``) the classification features come from it, the backbone features (the
+        IoU-Net's input) from the frozen backbone; the blocks before the tail run once for both."""
+        images = image_to_tensor(crops, True).to(self.device)
+        if self.net.tail is None:
+            x = self.backbone(images)
+            return x, self.net.classification_features(x[None])[0]
+        h = self._shared_blocks(images)
+        return self._frozen_tail(h), self.net.classification_features(h[None])[0]
 
     def _crop(self, image, center, side):
         return crop_and_resize(image, center, side, self.geometry.crop_size, pad_value=self.pad_color)
@@ -326,3 +336,4 @@ def make_dimp_tracker(checkpoint: str | Path | None = "default", config: DiMPCon
     if options.get("box", DiMPTracking.box) == "iounet":
         iounet = load_iounet(iounet_checkpoint, config, scfg, device=device)
     return DiMPTracker(net, siamfc.backbone, iounet=iounet, device=device, name=name, **options)
+

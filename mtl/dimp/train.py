@@ -6,6 +6,7 @@ loop is :func:`mtl.train.fit` with :class:`mtl.dimp.net.DiMPStep`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 from mtl.dimp.data import BankRecipe, CropGeometry, cached_bank
 from mtl.dimp.iounet import IoUNet, IoUNetConfig, IoUStep
-from mtl.dimp.net import DIMP_QUICK_OVERRIDES, BankBatches, DiMPConfig, DiMPNet, DiMPStep
+from mtl.dimp.net import DIMP_QUICK_OVERRIDES, BankBatches, DiMPConfig, DiMPNet, DiMPStep, FineTune
 from mtl.siamfc import SiamFCConfig, method_configs
 
 MADE_BY = "mtl.dimp.train.train_dimp"
@@ -33,28 +34,34 @@ def _configs(config, siamfc_config, quick):
 
 
 def bank_data(config: DiMPConfig, siamfc_config: SiamFCConfig, siamfc, *, quick: bool, device="cpu",
-              progress: bool = True) -> dict:
-    """The train and val banks for ``config`` (built from ``siamfc``'s backbone when missing)."""
+              progress: bool = True, blocks: int | None = None) -> dict:
+    """The train and val banks for ``config`` (built from ``siamfc``'s backbone when missing); ``blocks``: the
+    activations after the first ``blocks`` backbone blocks instead of its output (a fine-tuned tail's input)."""
     from mtl.cache import state_dict_hash
 
     weights = state_dict_hash(siamfc.backbone.state_dict())
     common = dict(geometry=GEOMETRY, recipe=RECIPE, data_seed=siamfc_config.data_seed, quick=quick, device=device,
-                  progress=progress)
+                  progress=progress, blocks=blocks)
     return {"train": cached_bank(siamfc.backbone, weights, siamfc_config.train_spec, num_sets=config.num_sets,
                                  seed=config.seed + 31, **common),
             "val": cached_bank(siamfc.backbone, weights, siamfc_config.val_spec, num_sets=config.val_sets, seed=32,
                                **common)}
 
 
-def make_optimizer(model: DiMPNet, config: DiMPConfig) -> tuple[torch.optim.Optimizer, object]:
-    """Adam with the optimizer module's scalars at ``lr_optimizer`` and the rest at ``lr``; the lr times
-    ``lr_decay`` after 60 % and 85 % of the epochs."""
+def make_optimizer(model: DiMPNet, config: DiMPConfig, tail_lr: float | None = None) -> tuple[torch.optim.Optimizer, object]:
+    """Adam with the optimizer module's scalars at ``lr_optimizer``, a fine-tuned backbone tail at ``tail_lr``
+    and the rest at ``lr``; the lr times ``lr_decay`` after 60 % and 85 % of the epochs."""
     opt_params = list(model.optimizer.parameters())
-    ids = {id(p) for p in opt_params}
+    tail_params = list(model.tail.parameters()) if model.tail is not None else []
+    ids = {id(p) for p in opt_params + tail_params}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [{"params": rest, "lr": config.lr}]
     if opt_params:
         groups.append({"params": opt_params, "lr": config.lr_optimizer})
+    if tail_params:
+        if tail_lr is None:
+            raise ValueError("the model has a fine-tuned backbone tail: give its learning rate (tail_lr)")
+        groups.append({"params": tail_params, "lr": tail_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, _lr_milestones(config.epochs), gamma=config.lr_decay)
     return optimizer, scheduler
@@ -66,8 +73,9 @@ def _lr_milestones(epochs: int) -> list[int]:
 
 
 def _train_on_bank(name: str, key: dict, make_net, step, make_optimizer_fn, *, cfg, dcfg, scfg, siamfc, epochs: int,
-                   grad_clip, quick: bool, device, retrain: bool, progress: bool, directory, data):
-    """Load ``name``/``key`` or train ``make_net()`` on the banks with ``step`` through :func:`mtl.train.fit`."""
+                   grad_clip, quick: bool, device, retrain: bool, progress: bool, directory, data, blocks=None):
+    """Load ``name``/``key`` or train ``make_net()`` on the banks with ``step`` through :func:`mtl.train.fit`
+    (``data``, or the banks of :func:`bank_data` with ``blocks``, built only when training)."""
     from mtl.cache import load_or_train
     from mtl.train import evaluate_loss, fit
     from mtl.utils import seed_everything
@@ -76,7 +84,7 @@ def _train_on_bank(name: str, key: dict, make_net, step, make_optimizer_fn, *, c
     net = make_net()
 
     def train_fn(model) -> dict:
-        banks = data or bank_data(dcfg, scfg, siamfc, quick=quick, device=device, progress=progress)
+        banks = data or bank_data(dcfg, scfg, siamfc, quick=quick, device=device, progress=progress, blocks=blocks)
         seed_everything(cfg.seed)
         model.load_state_dict(make_net().state_dict())
         model.to(device)
@@ -129,6 +137,48 @@ def load_dimp(checkpoint: str | Path | None = "default", config: DiMPConfig | No
     return load_into(DiMPNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg), "dimp", checkpoint,
                      train_key(cfg, scfg), train_key(qcfg, qscfg),
                      "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_dimp() to train it", device)
+
+
+def finetune_key(config: DiMPConfig, finetune: FineTune, siamfc_config: SiamFCConfig) -> dict:
+    """The "+FT" checkpoint key: :func:`train_key` and the fine-tuning (which blocks, their lr)."""
+    return {**train_key(config, siamfc_config), "finetune": dataclasses.asdict(finetune)}
+
+
+def finetune_net(backbone, config: DiMPConfig, finetune: FineTune) -> DiMPNet:
+    """A predictor whose tail is a copy of the last ``finetune.blocks`` blocks of ``backbone`` (not shared with it)."""
+    return DiMPNet(backbone.out_channels, config, tail=copy.deepcopy(backbone[-finetune.blocks:]))
+
+
+def train_dimp_ft(config: DiMPConfig | None = None, finetune: FineTune = FineTune(),
+                  siamfc_config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu",
+                  retrain: bool = False, progress: bool = True, directory: str | Path | None = None):
+    """Load or train Table 2's "+FT": ``config``'s predictor with the backbone's last ``finetune.blocks`` blocks
+    trained too, on a bank of the activations entering them (built once, cached like the conv5 bank).
+    Same seed, schedule and sets as :func:`train_dimp` of ``config``; ``(net in eval mode, meta)``."""
+    from mtl.siamfc import train_siamfc
+
+    cfg, scfg = _configs(config, siamfc_config, quick)
+    device = torch.device(device)
+    siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
+    return _train_on_bank("dimp_ft", finetune_key(cfg, finetune, scfg), lambda: finetune_net(siamfc.backbone, cfg, finetune),
+                          DiMPStep(RECIPE.num_train, cfg), lambda m: make_optimizer(m, cfg, tail_lr=finetune.lr), cfg=cfg,
+                          dcfg=cfg, scfg=scfg, siamfc=siamfc, epochs=cfg.epochs, grad_clip=cfg.grad_clip, quick=quick,
+                          device=device, retrain=retrain, progress=progress, directory=directory, data=None,
+                          blocks=len(siamfc.backbone) - finetune.blocks)
+
+
+def load_dimp_ft(checkpoint: str | Path | None = "default", config: DiMPConfig | None = None,
+                 finetune: FineTune = FineTune(), siamfc_config: SiamFCConfig | None = None, device="cpu") -> DiMPNet:
+    """The "+FT" predictor (with its fine-tuned tail) in eval mode; ``checkpoint`` as :func:`load_dimp`."""
+    from mtl.cache import load_into
+    from mtl.siamfc import SiamFCNet
+
+    cfg = config or dataclasses.replace(DiMPConfig(), epochs=ABLATION_EPOCHS)
+    scfg = siamfc_config or SiamFCConfig()
+    qcfg, qscfg = _configs(cfg, scfg, True)
+    return load_into(finetune_net(SiamFCNet.from_config(scfg).backbone, cfg, finetune), "dimp_ft", checkpoint,
+                     finetune_key(cfg, finetune, scfg), finetune_key(qcfg, finetune, qscfg),
+                     "run notebooks/05_dimp.ipynb or mtl.dimp.train.train_dimp_ft() to train it", device)
 
 
 #: Quick mode for the IoU-Net: one short epoch.
@@ -206,7 +256,9 @@ ABLATION_EPOCHS = 4
 
 def train_ablations(siamfc_config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu",
                     retrain: bool = False, progress: bool = True, epochs: int = ABLATION_EPOCHS) -> dict:
-    """Load or train every variant of :data:`mtl.dimp.net.VARIANTS` on the shared bank with ``epochs`` epochs.
+    """Load or train every variant of :data:`mtl.dimp.net.VARIANTS` on the shared bank with ``epochs`` epochs,
+    and Table 2's "+FT" (the full variant with a fine-tuned tail, its learning rate chosen on val:
+    :func:`choose_finetune`).
 
     GD's per-coefficient steps start at the mean first steepest-descent step of the untrained model on the
     val bank (rounded to 4 decimals, so the config and its checkpoint key are reproducible).
@@ -230,4 +282,20 @@ def train_ablations(siamfc_config: SiamFCConfig | None = None, *, quick: bool = 
             c = dataclasses.replace(c, gd_step_init=gd_init)
         out[name] = train_dimp(c, siamfc_config, quick=quick, device=device, retrain=retrain, progress=progress,
                                data=banks)
+    out["dimp_ft"] = choose_finetune(base, siamfc_config, quick=quick, device=device, retrain=retrain, progress=progress)
     return out
+
+
+#: The fine-tuned tail's learning rates tried (the spec's 1e-4 and ten times less); the val loss picks one.
+FINETUNE_LRS = (1e-4, 1e-5)
+
+
+def choose_finetune(config: DiMPConfig, siamfc_config: SiamFCConfig | None = None, *, lrs=FINETUNE_LRS, **kw):
+    """Load or train "+FT" (:func:`train_dimp_ft`) at each tail learning rate of ``lrs``; return ``(net, meta)``
+    of the one with the lowest val loss of the last iterate (the loss the predictor is trained on, on the val
+    bank), with ``meta["val_by_lr"]`` = ``{lr: that loss}`` and ``meta["lr"]`` the choice."""
+    runs = {lr: train_dimp_ft(config, FineTune(lr=lr), siamfc_config, **kw) for lr in lrs}
+    val = {lr: float(m["history"]["val_test_last"][-1]) for lr, (_, m) in runs.items()}
+    best = min(val, key=val.get)
+    net, meta = runs[best]
+    return net, {**meta, "val_by_lr": val, "lr": best}
