@@ -482,6 +482,49 @@ def test_optimizer_gives_the_tail_its_own_learning_rate():
     assert len(make_optimizer(plain, plain.config)[0].param_groups) == 2
 
 
+def test_tracker_feeds_the_classifier_from_the_tail_and_the_iounet_from_the_frozen_backbone():
+    from mtl.dimp import DiMPTracker
+    from mtl.ops import image_to_tensor
+
+    backbone, _, ft = _ft_pair()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in ft.tail.parameters():  # a tuned tail now differs from the backbone's blocks (not just in scale:
+            p.add_(0.5 * p.std() * torch.randn(p.shape, generator=g))  # the features end in an L2 norm)
+    crops = (np.random.default_rng(0).random((2, 191, 191, 3)) * 255).astype(np.uint8)
+    x, z = DiMPTracker(ft, backbone, box="scales").features(crops)
+    with torch.no_grad():
+        images = image_to_tensor(crops, True)
+        torch.testing.assert_close(x, backbone(images))
+        torch.testing.assert_close(z, ft.classification_features(backbone[:3](images)[None])[0])
+        assert not torch.allclose(z, ft.features(backbone(images)), atol=1e-3)
+
+
+def test_tail_that_is_not_the_backbones_last_blocks_is_refused():
+    import copy
+
+    from mtl.dimp import DiMPTracker
+    from mtl.dimp.net import DiMPNet
+
+    backbone, plain, _ = _ft_pair()
+    wrong = DiMPNet(backbone.out_channels, plain.config, tail=copy.deepcopy(backbone[2:4]))
+    with pytest.raises(ValueError, match="last blocks"):
+        DiMPTracker(wrong, backbone, box="scales")
+
+
+def test_bank_key_gains_the_blocks_only_for_a_tail_bank(monkeypatch):
+    """The conv5 bank keeps its key (stored banks and checkpoints stay valid); the conv3 bank gets its own."""
+    import mtl.cache
+    from mtl.dimp.data import cached_bank
+
+    keys = []
+    monkeypatch.setattr(mtl.cache, "cached_tensors", lambda name, key, build, quick=False: keys.append(key))
+    for blocks in (None, 3):
+        cached_bank(torch.nn.Identity(), "w", "synth:val", num_sets=2, seed=0, quick=True, blocks=blocks)
+    assert "blocks" not in keys[0] and keys[1] == {**keys[0], "blocks": 3}
+    assert set(keys[0]) == {"weights", "spec", "quick", "num_sets", "seed", "data_seed", "geometry", "recipe"}
+
+
 def test_untuned_tail_tracks_exactly_like_dimp():
     from mtl import eval as ev
     from mtl.dimp import DiMPTracker
@@ -496,11 +539,12 @@ def test_untuned_tail_tracks_exactly_like_dimp():
     np.testing.assert_allclose(runs[0]["boxes"], runs[1]["boxes"], atol=1e-3)
 
 
-def test_quick_finetuning_trains_the_tail_only(tmp_path):
+def test_quick_finetuning_trains_a_copy_of_the_tail(tmp_path, monkeypatch):
+    import mtl.siamfc
     from mtl.dimp.train import load_dimp_ft, train_dimp_ft
-    from mtl.siamfc import train_siamfc
 
-    siamfc, _ = train_siamfc(quick=True, progress=False)
+    siamfc, meta = mtl.siamfc.train_siamfc(quick=True, progress=False)
+    monkeypatch.setattr(mtl.siamfc, "train_siamfc", lambda *a, **k: (siamfc, meta))  # fine-tune this very SiamFC
     before = {k: v.clone() for k, v in siamfc.backbone.state_dict().items()}
     net, meta = train_dimp_ft(quick=True, directory=tmp_path, progress=False)
     assert not meta["loaded"] and np.isfinite(meta["history"]["val_loss"][-1])

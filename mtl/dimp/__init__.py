@@ -12,7 +12,8 @@ pytracking-style parts, one module each:
   (``grid_sample``), the ``FilterInitializer``.
 * :mod:`mtl.dimp.data`: crop geometry (boxes in feature cells), jittered train/test crops, the feature bank.
 * :mod:`mtl.dimp.net`: ``DiMPConfig`` (the switches of Tables 1-2), ``DiMPNet``, the training step.
-* :mod:`mtl.dimp.train`: ``train_dimp`` / ``load_dimp`` on the bank of the frozen SiamFC backbone.
+* :mod:`mtl.dimp.train`: ``train_dimp`` / ``load_dimp`` on the bank of the frozen SiamFC backbone; Table 2's
+  "+FT" (``FineTune``: conv4-5 trained too) by ``train_dimp_ft`` / ``load_dimp_ft``.
 * :mod:`mtl.dimp.tracker`: the online tracker (``DiMPTracking`` holds every parameter), registered as ``dimp``.
 * :mod:`mtl.dimp.checks`: the self-checks notebook 05 prints and the tests assert.
 """
@@ -20,13 +21,13 @@ from mtl.dimp.filter import apply_filter, apply_filter_transpose
 from mtl.dimp.initializer import ClassificationFeatures, FilterInitializer, InstanceL2Norm, roi_pool
 from mtl.dimp.loss import (FixedHingeMaps, LearnedLossMaps, RadialBasis, distance_map, gaussian_label, hinge_mse,
                            nominal_label_sigma, residual)
-from mtl.dimp.net import VARIANTS, DiMPConfig, DiMPNet, config_variant
+from mtl.dimp.net import VARIANTS, DiMPConfig, DiMPNet, FineTune, config_variant
 from mtl.dimp.optimizer import GradientDescent, SteepestDescent, gauss_newton_step, gradient_and_jg, loss_value
 from mtl.dimp.tracker import DiMPTracker, DiMPTracking, make_dimp_tracker
-from mtl.dimp.train import load_dimp, train_dimp
+from mtl.dimp.train import load_dimp, load_dimp_ft, train_dimp, train_dimp_ft
 
 __all__ = ["apply_filter", "apply_filter_transpose", "ClassificationFeatures", "FilterInitializer", "InstanceL2Norm",
            "roi_pool", "FixedHingeMaps", "LearnedLossMaps", "RadialBasis", "distance_map", "gaussian_label",
            "hinge_mse", "nominal_label_sigma", "residual", "GradientDescent", "SteepestDescent", "gauss_newton_step",
            "gradient_and_jg", "loss_value", "VARIANTS", "DiMPConfig", "DiMPNet", "config_variant", "DiMPTracker",
-           "DiMPTracking", "make_dimp_tracker", "load_dimp", "train_dimp"]
+           "DiMPTracking", "make_dimp_tracker", "load_dimp", "train_dimp", "FineTune", "load_dimp_ft", "train_dimp_ft"]

@@ -108,7 +108,8 @@ class BankRecipe:
 def frame_set_features(backbone: torch.nn.Module, sequences, *, num_sets: int, geometry: CropGeometry,
                        recipe: BankRecipe, seed: int = 0, device="cpu", batch: int = 48,
                        progress: bool = True) -> dict:
-    """Backbone features of ``num_sets`` train/test frame sets (:class:`mtl.samplers.FrameSetSampler`).
+    """``backbone``'s output on the crops of ``num_sets`` train/test frame sets (:class:`mtl.samplers.FrameSetSampler`);
+    ``backbone`` may be the first blocks only (:func:`cached_bank` ``blocks``).
 
     Returns ``{"features": (N, n+m, C, H, W) float16, "boxes": (N, n+m, 4) float32 cells, "seconds"}``;
     the first ``recipe.num_train`` images of a set are its train frames.

@@ -111,13 +111,21 @@ def config_variant(name: str, config: DiMPConfig | None = None) -> DiMPConfig:
 class FineTune:
     """Table 2's "+FT": the last ``blocks`` blocks of the SiamFC backbone trained with the target-model predictor.
 
-    Changes from DiMP (named, as the brief asks): DiMP trains the entire network, backbone included (paper
-    Sec. 4.1; its code's backbone lr is 2e-4, ``specs/dimp_roam.md``); we train only conv4 and conv5 on a
-    bank of the frozen conv3 activations (the earlier blocks would need every crop re-rendered each step),
-    and keep conv4's batch-norm statistics frozen (the bank's conv3 activations went through frozen
-    statistics, and the tracker runs in eval mode). The IoU-Net stays on the frozen backbone's conv5. Learning rate ``lr``: 1e-5, chosen on val by
-    :func:`mtl.dimp.train.choose_finetune` over {1e-4 (``specs/dimp_roam.md``), 1e-5} (val loss of the last
-    iterate .0128 at 1e-4, which raised the training loss in its second epoch, vs .0096 at 1e-5; notebook 05).
+    Changes from DiMP (named, as the brief asks):
+
+    * DiMP trains the entire network, backbone included (paper Sec. 4.1; its code's backbone lr is 2e-4,
+      ``specs/dimp_roam.md``); we train a copy of conv4 and conv5 only, on a bank of the frozen conv3
+      activations (fixed jittered crops stored in fp16, as the conv5 bank; the earlier blocks would need
+      every crop rendered and pushed through them at each step);
+    * conv4's batch-norm statistics stay frozen (the bank's conv3 activations went through frozen
+      statistics, and the tracker runs in eval mode); gradient clipping takes one norm over the tail and
+      the predictor together;
+    * the same 4-epoch schedule as the other Tables 1-2 rows, from the "+Loss" model's start, and +FT is
+      the *last* step of Table 2 (the paper's second), so every other step stays on the shared frozen bank;
+    * the IoU-Net stays on the frozen backbone, so a +FT tracker runs conv4-5 twice per crop;
+    * learning rate ``lr``: 1e-5, chosen on val by :func:`mtl.dimp.train.choose_finetune` over {1e-4 (the
+      spec's), 1e-5}: last-iterate val loss .0128 at 1e-4 (its training loss rose from .0145 to .0169 in
+      the second epoch) vs .0096 at 1e-5 (notebook 05).
     """
 
     blocks: int = 2
@@ -162,7 +170,8 @@ class DiMPNet(nn.Module):
         return self
 
     def classification_features(self, backbone_features: torch.Tensor) -> torch.Tensor:
-        """``(B, n, C, H, W)`` backbone features (with a ``tail``: the activations entering it) -> ``(B, n, C_f, H, W)``."""
+        """``(B, n, C, H, W)`` backbone features -> ``(B, n, C_f, H, W)``; with a ``tail``, its input instead
+        (conv3 activations: 96 channels, 18 x 18 for the 191-px crops)."""
         b, n = backbone_features.shape[:2]
         x = backbone_features.flatten(0, 1).float()
         if self.tail is not None:
@@ -202,7 +211,8 @@ class DiMPNet(nn.Module):
 
 
 class DiMPStep:
-    """``step_fn`` for :func:`mtl.train.fit` on bank batches ``(features (B, n+m, C, H, W), boxes (B, n+m, 4))``.
+    """``step_fn`` for :func:`mtl.train.fit` on bank batches ``(features (B, n+m, C, H, W), boxes (B, n+m, 4))``
+    (features: what the model's :meth:`DiMPNet.classification_features` takes, conv3 activations for "+FT").
 
     Loss: the hinge MSE of the test frames' scores against a Gaussian label, averaged over every
     iterate ``f0 .. fN`` (DiMP eq. 9 up to its constant factor, which Adam does not see). Logs the

@@ -121,6 +121,9 @@ class DiMPTracker(Tracker):
         if self.net.tail is not None:  # "+FT": the classifier reads the fine-tuned tail, the IoU-Net the frozen blocks
             split = len(self.backbone) - len(self.net.tail)
             self._shared_blocks, self._frozen_tail = self.backbone[:split], self.backbone[split:]
+            if list(self._frozen_tail._modules) != list(self.net.tail._modules):
+                raise ValueError(f"the net's tail {list(self.net.tail._modules)} is not the backbone's last blocks "
+                                 f"{list(self._frozen_tail._modules)}")
         p = self.params
         if p.box == "iounet" and iounet is None:
             raise ValueError("box='iounet' needs an IoU-Net (iounet=...); use box='scales' without one")
@@ -336,4 +339,3 @@ def make_dimp_tracker(checkpoint: str | Path | None = "default", config: DiMPCon
     if options.get("box", DiMPTracking.box) == "iounet":
         iounet = load_iounet(iounet_checkpoint, config, scfg, device=device)
     return DiMPTracker(net, siamfc.backbone, iounet=iounet, device=device, name=name, **options)
-

@@ -154,10 +154,11 @@ def train_dimp_ft(config: DiMPConfig | None = None, finetune: FineTune = FineTun
                   retrain: bool = False, progress: bool = True, directory: str | Path | None = None):
     """Load or train Table 2's "+FT": ``config``'s predictor with the backbone's last ``finetune.blocks`` blocks
     trained too, on a bank of the activations entering them (built once, cached like the conv5 bank).
-    Same seed, schedule and sets as :func:`train_dimp` of ``config``; ``(net in eval mode, meta)``."""
+    ``config`` defaults to the Tables 1-2 variants' (:func:`ablation_config`), so +FT differs from the "+Loss"
+    row only in the trained tail (same seed, schedule and sets); ``(net in eval mode, meta)``."""
     from mtl.siamfc import train_siamfc
 
-    cfg, scfg = _configs(config, siamfc_config, quick)
+    cfg, scfg = _configs(config or ablation_config(), siamfc_config, quick)
     device = torch.device(device)
     siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
     return _train_on_bank("dimp_ft", finetune_key(cfg, finetune, scfg), lambda: finetune_net(siamfc.backbone, cfg, finetune),
@@ -169,11 +170,12 @@ def train_dimp_ft(config: DiMPConfig | None = None, finetune: FineTune = FineTun
 
 def load_dimp_ft(checkpoint: str | Path | None = "default", config: DiMPConfig | None = None,
                  finetune: FineTune = FineTune(), siamfc_config: SiamFCConfig | None = None, device="cpu") -> DiMPNet:
-    """The "+FT" predictor (with its fine-tuned tail) in eval mode; ``checkpoint`` as :func:`load_dimp`."""
+    """The "+FT" predictor (with its fine-tuned tail) in eval mode; ``checkpoint`` as :func:`load_dimp`, ``config``
+    as :func:`train_dimp_ft`."""
     from mtl.cache import load_into
     from mtl.siamfc import SiamFCNet
 
-    cfg = config or dataclasses.replace(DiMPConfig(), epochs=ABLATION_EPOCHS)
+    cfg = config or ablation_config()
     scfg = siamfc_config or SiamFCConfig()
     qcfg, qscfg = _configs(cfg, scfg, True)
     return load_into(finetune_net(SiamFCNet.from_config(scfg).backbone, cfg, finetune), "dimp_ft", checkpoint,
@@ -254,6 +256,11 @@ def mean_steepest_step(net: DiMPNet, bank: dict, batches: int = 20, batch_size: 
 ABLATION_EPOCHS = 4
 
 
+def ablation_config() -> DiMPConfig:
+    """The full DiMP model on the Tables 1-2 schedule (:data:`ABLATION_EPOCHS`): the "+Loss" row, and "+FT"'s base."""
+    return dataclasses.replace(DiMPConfig(), epochs=ABLATION_EPOCHS)
+
+
 def train_ablations(siamfc_config: SiamFCConfig | None = None, *, quick: bool = False, device="cpu",
                     retrain: bool = False, progress: bool = True, epochs: int = ABLATION_EPOCHS) -> dict:
     """Load or train every variant of :data:`mtl.dimp.net.VARIANTS` on the shared bank with ``epochs`` epochs,
@@ -290,12 +297,16 @@ def train_ablations(siamfc_config: SiamFCConfig | None = None, *, quick: bool = 
 FINETUNE_LRS = (1e-4, 1e-5)
 
 
-def choose_finetune(config: DiMPConfig, siamfc_config: SiamFCConfig | None = None, *, lrs=FINETUNE_LRS, **kw):
+def choose_finetune(config: DiMPConfig | None = None, siamfc_config: SiamFCConfig | None = None, *, lrs=FINETUNE_LRS,
+                    **kw):
     """Load or train "+FT" (:func:`train_dimp_ft`) at each tail learning rate of ``lrs``; return ``(net, meta)``
-    of the one with the lowest val loss of the last iterate (the loss the predictor is trained on, on the val
-    bank), with ``meta["val_by_lr"]`` = ``{lr: that loss}`` and ``meta["lr"]`` the choice."""
+    of the one whose last iterate has the lowest test-frame loss on the val bank (training minimises that loss
+    averaged over all iterates), with ``meta["val_by_lr"]`` = ``{lr: that loss}``, ``meta["lr"]`` the choice and
+    ``meta["runs_by_lr"]`` = ``{lr: {"train_loss", "val_loss" per epoch, "train_seconds", "bank_seconds"}}``."""
     runs = {lr: train_dimp_ft(config, FineTune(lr=lr), siamfc_config, **kw) for lr in lrs}
     val = {lr: float(m["history"]["val_test_last"][-1]) for lr, (_, m) in runs.items()}
     best = min(val, key=val.get)
     net, meta = runs[best]
-    return net, {**meta, "val_by_lr": val, "lr": best}
+    by_lr = {lr: {"train_loss": m["history"]["train_loss"], "val_loss": m["history"]["val_test_last"],
+                  "train_seconds": m["train_seconds"], "bank_seconds": m.get("bank_seconds")} for lr, (_, m) in runs.items()}
+    return net, {**meta, "val_by_lr": val, "lr": best, "runs_by_lr": by_lr}
