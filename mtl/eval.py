@@ -592,6 +592,45 @@ def evaluate_cached(trackers: dict, sequences, cache_dir, benchmark: str, seed: 
             for name, t in trackers.items()}
 
 
+class NotebookRuns:
+    """A notebook's accuracy runs through the results cache (:func:`evaluate_cached`), with what they cost.
+
+    ``evaluate(trackers, sequences, benchmark, seed)`` returns ``{name: summary}``; ``benchmark`` gets
+    ``suffix`` appended (e.g. ``-first30`` for cut quick-mode sequences). Two ledgers per benchmark:
+
+    * ``seconds``: the wall time of this execution (small when the runs were stored);
+    * ``made_seconds``: the tracking time the runs took when they were made -- their stored per-frame times
+      divided by ``processes`` -- so the cost of a run with nothing stored can be read from any execution.
+      Each stored run of a sequence counts once, however often the notebook asks for it. Frame rendering
+      is not in the stored times.
+    """
+
+    def __init__(self, cache_dir, *, processes: int = 1, suffix: str = "", progress: bool = True):
+        self.cache_dir, self.processes, self.suffix, self.progress = cache_dir, int(processes), suffix, progress
+        self.seconds: dict[str, float] = {}
+        self.made_seconds: dict[str, float] = {}
+        self._counted: set = set()
+
+    def evaluate(self, trackers: dict, sequences, benchmark: str, seed: int | None = 0) -> dict:
+        from mtl.cache import config_key
+
+        sequences = list(sequences)
+        start = time.perf_counter()
+        out = {}
+        for name, tracker in trackers.items():
+            runs = run_cached(tracker, sequences, self.cache_dir, benchmark + self.suffix, seed=seed,
+                              progress=self.progress, processes=self.processes)
+            key = config_key(run_fingerprint(tracker, seed))
+            for seq in sequences:
+                if (benchmark, key, seq.name) not in self._counted:
+                    self._counted.add((benchmark, key, seq.name))
+                    self.made_seconds[benchmark] = (self.made_seconds.get(benchmark, 0.0)
+                                                    + float(np.sum(runs[seq.name]["times"])) / self.processes)
+            out[name] = summarize(runs, sequences)
+        self.seconds[benchmark] = self.seconds.get(benchmark, 0.0) + time.perf_counter() - start
+        return out
+
+
 def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
     """One-pass evaluation of several trackers, interleaved sequence by sequence, in this process.
 

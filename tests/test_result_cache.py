@@ -222,3 +222,17 @@ def test_worker_processes_are_not_forked_where_cuda_is_present(tmp_path, seqs, m
         two = ev.run_ope(_sgd_tracker(_net()), seqs, progress=False, tracker_name="sgd", updates=True, processes=2)
     for s in seqs:
         assert _same_logs(two[s.name]["updates"], one[s.name]["updates"]) and not two[s.name]["messages"]
+
+
+def test_notebook_runs_count_each_stored_run_once(tmp_path, seqs, count_runs):
+    runs = ev.NotebookRuns(tmp_path, suffix="-cut", progress=False)
+    first = runs.evaluate({"s": SiamFCTracker(_net())}, seqs, "fake")["s"]
+    made = runs.made_seconds["fake"]
+    stored = ev.run_cached(SiamFCTracker(_net()), seqs, tmp_path, "fake-cut", progress=False)
+    assert made == pytest.approx(sum(float(r["times"].sum()) for r in stored.values()))
+    again = runs.evaluate({"same tracker, new name": SiamFCTracker(_net())}, seqs[:1], "fake")
+    assert count_runs == ["a", "b"]  # served from the cache, in the suffixed benchmark folder
+    assert runs.made_seconds["fake"] == made  # and not counted twice
+    assert again["same tracker, new name"]["auc"] == pytest.approx(first["per_sequence"]["a"]["auc"])
+    runs.evaluate({"other": SiamFCTracker(_net(1))}, seqs[:1], "fake")
+    assert runs.made_seconds["fake"] > made and set(runs.seconds) == {"fake"}
