@@ -561,20 +561,24 @@ def _tracked_in_workers(tracker, sequences: list, seed, processes: int, track=No
         _WORKER_JOB = None
 
 
+def run_key(tracker, seed: int | None = 0) -> str:
+    """The results cache's name for ``tracker``'s runs with ``seed``: the hash of :func:`run_fingerprint`."""
+    from mtl.cache import config_key
+
+    return config_key(run_fingerprint(tracker, seed))
+
+
 def run_cached(tracker, sequences, cache_dir, benchmark: str, seed: int | None = 0, progress: bool = True,
                processes: int = 1, updates: bool = False) -> dict:
-    """:func:`run_ope` into ``<cache_dir>/<benchmark>/run-<key>/`` with ``key`` the hash of :func:`run_fingerprint`.
+    """:func:`run_ope` into ``<cache_dir>/<benchmark>/run-<key>/`` with ``key`` = :func:`run_key`.
 
     The notebooks' results cache: two trackers built alike (same class, options, weights, updater,
     seed) share one stored run whatever they are called, so notebook 02 reuses notebook 01's SiamFC
     run; anything that changes the boxes gives a new key and a new run. Returns ``{seq_name: run}``;
     ``updates=True`` adds each run's update log (see :func:`run_ope`).
     """
-    from mtl.cache import config_key
-
-    key = config_key(run_fingerprint(tracker, seed))
     return run_ope(tracker, sequences, out_dir=cache_dir, benchmark=benchmark, seed=seed, progress=progress,
-                   tracker_name=f"run-{key}", processes=processes, updates=updates)
+                   tracker_name=f"run-{run_key(tracker, seed)}", processes=processes, updates=updates)
 
 
 def evaluate_cached(trackers: dict, sequences, cache_dir, benchmark: str, seed: int | None = 0, processes: int = 1,
@@ -593,7 +597,8 @@ def evaluate_cached(trackers: dict, sequences, cache_dir, benchmark: str, seed: 
 
 
 class NotebookRuns:
-    """A notebook's accuracy runs through the results cache (:func:`evaluate_cached`), with what they cost.
+    """A notebook's accuracy runs through the results cache (:func:`run_cached`, summarised as
+    :func:`evaluate_cached` does), with what they cost.
 
     ``evaluate(trackers, sequences, benchmark, seed)`` returns ``{name: summary}``; ``benchmark`` gets
     ``suffix`` appended (e.g. ``-first30`` for cut quick-mode sequences). Two ledgers per benchmark:
@@ -612,15 +617,13 @@ class NotebookRuns:
         self._counted: set = set()
 
     def evaluate(self, trackers: dict, sequences, benchmark: str, seed: int | None = 0) -> dict:
-        from mtl.cache import config_key
-
         sequences = list(sequences)
         start = time.perf_counter()
         out = {}
         for name, tracker in trackers.items():
             runs = run_cached(tracker, sequences, self.cache_dir, benchmark + self.suffix, seed=seed,
                               progress=self.progress, processes=self.processes)
-            key = config_key(run_fingerprint(tracker, seed))
+            key = run_key(tracker, seed)
             for seq in sequences:
                 if (benchmark, key, seq.name) not in self._counted:
                     self._counted.add((benchmark, key, seq.name))
