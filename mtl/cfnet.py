@@ -74,6 +74,9 @@ class CFNetConfig:
             raise ValueError("label_sigma and lam_init must be positive")
 
 
+#: CFNet's own tracking settings (its released tracker), an alternative to SiamFC's that notebook 02 compares on val.
+CFNET_OWN_SETTINGS = {"scale_step": 1.0575, "scale_penalty": 0.978, "scale_lr": 0.52, "window_influence": 0.2625}
+
 #: Quick mode: a smoke test of the pipeline (the numbers mean nothing).
 CFNET_QUICK_OVERRIDES = {"epochs": 1, "pairs_per_epoch": 16, "val_pairs": 8}
 

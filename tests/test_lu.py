@@ -208,3 +208,89 @@ def test_fixed_model_loss_is_the_unroll_loss_of_an_updater_that_never_replaces_t
     with torch.no_grad():
         cls = float(unroll(net, next(iter(ClipWindows(z, offs, vis, 3, 10, shuffle=False))))["cls"])
     assert fixed_model_loss(head, z, offs, vis) == pytest.approx(cls, rel=1e-5)
+
+
+# -- CFNet-LU: the updater of CFNet's target model ------------------------------------------------
+
+def _cfnet(width=0.125, seed=0):
+    from mtl.cfnet import CFNetNet
+    torch.manual_seed(seed)
+    return CFNetNet(width=width).eval()
+
+
+def test_recentred_features_move_the_window_to_the_centre_and_fill_zeros():
+    from mtl.lu import recentred_features
+    x = torch.arange(2 * 3 * 22 * 22, dtype=torch.float32).reshape(2, 3, 22, 22)
+    same = recentred_features(x, torch.tensor([[8, 8], [8, 8]]))
+    assert torch.equal(same, x)
+    moved = recentred_features(x, torch.tensor([[10, 5], [8, 9]]))  # shifts (+2, -3) and (0, +1)
+    assert torch.equal(moved[0, :, 8:14, 8:14], exemplar_windows(x, torch.tensor([[10, 5], [8, 9]]))[0])
+    assert torch.equal(moved[0, :, :20, 3:], x[0, :, 2:, :19])
+    assert moved[0, :, 20:].abs().sum() == 0 and moved[0, :, :, :3].abs().sum() == 0
+    assert torch.equal(moved[1, :, :, :21], x[1, :, :, 1:]) and moved[1, :, :, 21].abs().sum() == 0
+    with pytest.raises(ValueError, match="cells must be"):
+        recentred_features(x, torch.tensor([8, 8]))
+
+
+def test_cf_exemplar_is_exact_at_the_centre_and_equals_a_fresh_crop_where_the_cached_one_covers_it():
+    net = _cfnet()
+    err = checks.cf_exemplar_error(net)
+    assert err["overlap"] < 1e-4
+    assert err["by_shift"]["0,0"] == 0.0
+    assert all(v < 0.2 for v in err["by_shift"].values())  # the zero strip is where the cosine window is small
+    assert err["by_shift"]["3,-3"] > 0  # and it is an approximation: a moved crop sees more of the image
+
+
+def test_an_updater_of_cfnet_has_its_own_key_and_siamfcs_is_unchanged():
+    from mtl.cfnet import CFNetConfig
+    from mtl.lu import train_key
+    from mtl.siamfc import SiamFCConfig
+    siamfc_key = train_key(LUConfig(), SiamFCConfig())
+    assert set(siamfc_key) == {"lu", "siamfc", "clips"}
+    cf_key = train_key(LUConfig(), SiamFCConfig(), CFNetConfig())
+    assert cf_key["cfnet"]["head_lr_mult"] == CFNetConfig().head_lr_mult and "cfnet_exemplar" in cf_key
+    with pytest.raises(ValueError, match="base must be"):
+        from mtl.lu import load_lu
+        load_lu(None, base="dimp")
+
+
+def test_cfnet_unroll_feeds_the_filter_of_the_window_to_the_updater():
+    from mtl.lu import CorrelationFilterExemplar
+    cf = _cfnet(width=0.03125)  # 8 channels
+    exemplar = CorrelationFilterExemplar(cf.cf)
+    z = torch.randn(2, 6, 8, 22, 22)
+    offs = torch.tensor([[0.0, 0.0], [1.0, -2.0]])[:, None].expand(2, 6, 2).contiguous()
+    seen = []
+    unroll = LUUnroll(cf.head, LUConfig(hidden=6, unroll=5, interval=5, estimated_position=False),
+                      exemplar=exemplar, project=lambda t: seen.append(t) or t)
+    unroll(LUNet(8, unroll.config), next(iter(ClipWindows(z, offs, torch.ones(2, 6, dtype=torch.bool), 2, 5, shuffle=False))))
+    cells = unroll.true_cells(offs[:, 2])
+    from mtl.lu import recentred_features
+    assert torch.allclose(seen[2], cf.cf(recentred_features(z[:, 2], cells)))
+    assert seen[0].shape == (2, 8, 6, 6) and not seen[0].requires_grad
+
+
+def test_cfnet_lu_trains_in_quick_mode_and_reloads(tmp_path):
+    from mtl.cfnet import CFNetTracker
+    from mtl.lu import base_network, train_lu
+    from mtl.siamfc import quick_config
+    net, meta = train_lu(quick=True, base="cfnet", directory=tmp_path, progress=False, retrain=True)
+    assert meta["base"] == "cfnet" and np.isfinite(meta["history"]["val_cls"][-1])
+    again, meta2 = train_lu(quick=True, base="cfnet", directory=tmp_path, progress=False)
+    assert meta2["loaded"] and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    cfnet, _ = base_network("cfnet", quick_config(), quick=True, progress=False)
+    t = CFNetTracker(cfnet, quick_config(), updater=LUUpdater(net), name="cfnet_lu")
+    seq = FakeSequence("a", n=7, size=(96, 80))
+    run = ev.track_sequence(t, seq)
+    assert run["boxes"].shape == (7, 4) and [u["frame"] for u in run["updates"]] == [5]
+
+
+def test_cfnet_lu_is_registered_and_starts_from_cfnets_template():
+    from mtl.siamfc import SiamFCConfig
+    t = ev.make_tracker("cfnet_lu", checkpoint=None, lu_checkpoint=None, config=SiamFCConfig(width=0.125),
+                        lu_config=LUConfig(hidden=6, unroll=5))
+    assert t.name == "cfnet_lu" and type(t).__name__ == "CFNetTracker" and type(t.updater).__name__ == "LUUpdater"
+    seq = FakeSequence("a", n=6, size=(96, 80))
+    run = ev.track_sequence(t, seq)
+    assert run["boxes"].shape == (6, 4) and [u["frame"] for u in run["updates"]] == [5]
+    assert torch.equal(t.template0, t.extract_template(seq.frame(0), seq.boxes[0]))

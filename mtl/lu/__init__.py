@@ -7,14 +7,17 @@ Parts, pytracking-style:
 * :mod:`mtl.lu.features`: cached search features of training clips and exemplars cut from them.
 * :mod:`mtl.lu.train`: truncated-BPTT windows, the unroll with estimated positions and interval
   update, the anchor loss, :func:`train_lu` / :func:`load_lu` (config-keyed checkpoints).
-* :mod:`mtl.lu.tracker`: :class:`LUUpdater` on SiamFC's tracker, registered as ``siamfc_lu``.
+* :mod:`mtl.lu.tracker`: :class:`LUUpdater` on SiamFC's or CFNet's tracker, registered as ``siamfc_lu`` and
+  ``cfnet_lu``.
 * :mod:`mtl.lu.checks`: the self-checks the notebook and the unit tests run.
 """
 from mtl.lu.net import LU_QUICK_OVERRIDES, ConvGRUCell, ConvLSTMCell, LUConfig, LUNet, config_variant
-from mtl.lu.tracker import LUUpdater, make_lu_tracker
-from mtl.lu.train import (ClipWindows, LUUnroll, anchor_loss, clip_data, feature_scale, fixed_model_loss, load_lu, train_key,
+from mtl.lu.features import CorrelationFilterExemplar, recentred_features
+from mtl.lu.tracker import LUUpdater, make_cfnet_lu_tracker, make_lu_tracker
+from mtl.lu.train import (BASES, ClipWindows, LUUnroll, anchor_loss, base_network, clip_data, feature_scale, fixed_model_loss, load_lu, train_key,
                           train_lu)
 
 __all__ = ["LU_QUICK_OVERRIDES", "ConvGRUCell", "ConvLSTMCell", "LUConfig", "LUNet", "config_variant", "LUUpdater",
-           "make_lu_tracker", "ClipWindows", "LUUnroll", "anchor_loss", "clip_data", "feature_scale", "fixed_model_loss", "load_lu",
+           "make_lu_tracker", "make_cfnet_lu_tracker", "CorrelationFilterExemplar", "recentred_features", "BASES",
+           "base_network", "ClipWindows", "LUUnroll", "anchor_loss", "clip_data", "feature_scale", "fixed_model_loss", "load_lu",
            "train_key", "train_lu"]

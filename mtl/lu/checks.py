@@ -15,13 +15,16 @@ can bound it; each could fail:
    127 px sub-crop, computed afresh.
 6. :func:`anchor_loss_is_scale_free`: ``l_a(θ₁, θ₁) = 0`` and ``l_a`` does not change when the features
    are rescaled.
+7. :func:`cf_exemplar_error` (CFNet-LU): a cached crop's map re-centred by whole cells equals the map of
+   the crop moved by 8 px a cell wherever the cached crop covers it, and the correlation filter of it
+   is exact at the centre; off the centre its error is measured (the zero strip, our approximation).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from mtl.lu.features import exemplar_windows
+from mtl.lu.features import CorrelationFilterExemplar, exemplar_windows, recentred_features
 from mtl.lu.net import ConvGRUCell, LUConfig, LUNet
 
 
@@ -186,3 +189,41 @@ def anchor_loss_is_scale_free(seed: int = 0) -> dict:
     return {"at_anchor": float(anchor_loss(theta1, theta1).abs().max()),
             "rescaled": float((anchor_loss(1000 * theta, 1000 * theta1) - base).abs().max()),
             "more_channels": float((doubled - base).abs().max())}
+
+
+def cf_exemplar_error(cfnet, image: np.ndarray | None = None, shifts=((0, 0), (1, 0), (0, -2), (2, 2), (3, -3)),
+                      seed: int = 0) -> dict:
+    """CFNet's exemplar from a cached crop vs from a fresh crop at the moved position, per shift ``(rows, cols)`` in cells.
+
+    ``cfnet``: a :class:`mtl.cfnet.CFNetNet` in eval mode; ``image``: ``(H, W, 3)`` uint8 with room for
+    a 255 px crop moved by the largest shift (default: random pixels). Returns ``{"overlap": max |re-centred
+    map - fresh map| over the cells the cached crop covers (every shift; 0 up to rounding), "by_shift":
+    {"dr,dc": ‖θ'(re-centred) - θ'(fresh)‖ / ‖θ'(fresh)‖}}`` (0 at ``(0, 0)``).
+    """
+    from mtl.ops import image_to_tensor
+
+    reach = 8 * max(max(abs(a), abs(b)) for a, b in shifts)
+    if image is None:
+        image = np.random.default_rng(seed).integers(0, 256, size=(255 + 2 * reach, 255 + 2 * reach, 3), dtype=np.uint8)
+    if min(image.shape[:2]) < 255 + 2 * reach:
+        raise ValueError(f"the image must be at least {255 + 2 * reach} px on each side for shifts up to {reach // 8} cells")
+    cfnet = cfnet.eval()
+    exemplar = CorrelationFilterExemplar(cfnet.cf)
+    size = cfnet.cf.template_size
+    out = {"overlap": 0.0, "by_shift": {}}
+    with torch.no_grad():
+        crop = lambda r, c: image_to_tensor(np.ascontiguousarray(image[reach + 8 * r:reach + 8 * r + 255,  # noqa: E731
+                                                                        reach + 8 * c:reach + 8 * c + 255]))
+        cached = cfnet.backbone(crop(0, 0))
+        h = cached.shape[-1]
+        centre = (h - size) // 2
+        for dr, dc in shifts:
+            fresh = cfnet.backbone(crop(dr, dc))
+            moved = recentred_features(cached, torch.tensor([[centre + dr, centre + dc]]), size)
+            rows = slice(max(-dr, 0), h - max(dr, 0))
+            cols = slice(max(-dc, 0), h - max(dc, 0))
+            out["overlap"] = max(out["overlap"], float((moved - fresh)[..., rows, cols].abs().max()))
+            approx = exemplar(cached, torch.tensor([[centre + dr, centre + dc]]))
+            exact = cfnet.cf(fresh)
+            out["by_shift"][f"{dr},{dc}"] = float((approx - exact).norm() / exact.norm().clamp_min(1e-12))
+    return out

@@ -12,6 +12,13 @@ since the previous frame). The frame's label is SiamFC's disc moved by that offs
 sub-crop starting at pixel ``(8 i, 8 j)`` (:func:`exemplar_windows`; ``checks.cut_exemplar_error``
 measures it). The centre window ``(8, 8)`` is the ground-truth exemplar; a window at the argmax
 of a model's response is the exemplar "at the estimated position" of LU Sec. IV-E.
+
+**CFNet's exemplar is the whole crop** (its ``g`` learns a correlation filter from 22x22 features
+centred on the target), so a position off the cached crop's centre is only approximate:
+:func:`recentred_features` shifts the cached map by whole cells and fills the strip the cached crop
+does not cover with zeros (:class:`CorrelationFilterExemplar`; ``checks.cf_exemplar_error`` measures
+the error against a fresh crop at that position). The filter's cosine window gives that strip little
+weight for shifts of a cell or two.
 """
 from __future__ import annotations
 
@@ -41,6 +48,45 @@ def exemplar_windows(features: torch.Tensor, cells: torch.Tensor, size: int = 6)
     cols = (cells[:, 1, None] + offs)[:, None, :]  # (B, 1, size)
     batch = torch.arange(b, device=features.device)[:, None, None]
     return features.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, size, size, C) -> (B, C, size, size)
+
+
+def recentred_features(features: torch.Tensor, cells: torch.Tensor, size: int = 6) -> torch.Tensor:
+    """``features`` ``(B, C, H, W)`` moved so that the ``size`` window at ``cells`` ``(B, 2)`` becomes the centre window.
+
+    Output cell ``(i, j)`` of sample ``b`` is input cell ``(i + dr, j + dc)`` with ``(dr, dc) = cells[b] -
+    (H - size) // 2``; cells that fall outside the input are zeros. For an unpadded stride-8 backbone this
+    is the feature map of the crop moved by ``8 (dr, dc)`` pixels, except in the zero strip. Returns
+    ``(B, C, H, W)``; differentiable with respect to ``features``.
+    """
+    b, _, h, w = features.shape
+    cells = cells.to(device=features.device, dtype=torch.long)
+    if cells.shape != (b, 2):
+        raise ValueError(f"cells must be (B, 2) = (row, col) per feature map, got {tuple(cells.shape)} for B={b}")
+    shifts = cells - torch.tensor([(h - size) // 2, (w - size) // 2], device=cells.device)
+    out = features.new_zeros(features.shape)
+    for k, (dr, dc) in enumerate(shifts.tolist()):
+        if abs(dr) >= h or abs(dc) >= w:
+            continue
+        out[k, :, max(-dr, 0):h - max(dr, 0), max(-dc, 0):w - max(dc, 0)] = \
+            features[k, :, max(dr, 0):h - max(-dr, 0), max(dc, 0):w - max(-dc, 0)]
+    return out
+
+
+class CorrelationFilterExemplar:
+    """CFNet's ``g`` on cached search features: ``(features (B, C, 22, 22), cells (B, 2)) -> θ' (B, C, 6, 6)``.
+
+    The map is re-centred on the window at ``cells`` (:func:`recentred_features`) and passed through
+    ``cf_layer`` (:class:`mtl.cfnet.CorrelationFilterLayer`: cosine window, ridge regression, centre
+    crop), without gradients to the frozen layer. Exact at the centre cell ``(8, 8)``; off it the
+    zero strip is our approximation (see the module docstring).
+    """
+
+    def __init__(self, cf_layer: torch.nn.Module):
+        self.cf = cf_layer
+
+    def __call__(self, features: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.cf(recentred_features(features, cells, self.cf.template_size))
 
 
 def search_crop(frame: np.ndarray, box, siamfc_config, target_box=None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tracking with the learned updater: SiamFC's (or CFNet's) tracker, its target model written by a ConvGRU.
+"""Tracking with the learned updater: SiamFC's (``siamfc_lu``) or CFNet's (``cfnet_lu``) tracker, its target model written by a ConvGRU.
 
 :class:`LUUpdater` plugs into :class:`mtl.siamfc.SiamFCTracker` through the update interface of
 :mod:`mtl.updaters` (LU Sec. IV-C, V-A "postprocessing": the base tracker's search, window and scale
@@ -95,3 +95,21 @@ def make_lu_tracker(checkpoint: str | Path | None = "default", lu_checkpoint: st
     net = load_siamfc(checkpoint, config, device=device)
     updater = LUUpdater(load_lu(lu_checkpoint, lu_config, config, device=device), **updater_options)
     return SiamFCTracker(net, config, device=device, updater=updater, name=name or "siamfc_lu", **options)
+
+
+@register_tracker("cfnet_lu")
+def make_cfnet_lu_tracker(checkpoint: str | Path | None = "default", lu_checkpoint: str | Path | None = "default",
+                          config=None, cfnet_config=None, lu_config: LUConfig | None = None, device="cpu",
+                          name: str | None = None, **options):
+    """Registry factory of ``cfnet_lu``: CFNet (its stored ``checkpoint``) with an :class:`LUUpdater` trained on
+    CFNet's target model (``load_lu(..., base="cfnet")``); ``g`` is CFNet's ``extract_template`` (the cropped
+    filter of a 255 px crop at the tracked box). Keywords as :func:`make_lu_tracker`'s.
+    """
+    from mtl.cfnet import CFNetTracker, load_cfnet
+    from mtl.lu.train import load_lu
+
+    updater_options = {k: options.pop(k) for k in list(options) if k in _UPDATER_OPTIONS}
+    net = load_cfnet(checkpoint, cfnet_config, config, device=device)
+    updater = LUUpdater(load_lu(lu_checkpoint, lu_config, config, device=device, base="cfnet", cfnet_config=cfnet_config),
+                        **updater_options)
+    return CFNetTracker(net, config, device=device, updater=updater, name=name or "cfnet_lu", **options)

@@ -42,13 +42,57 @@ MADE_BY = "mtl.lu.train.train_lu"
 CLIP_RECIPE = "search crops centred on the previous frame's box; labels and ground-truth windows at the rounded offset"
 
 
-def train_key(config: LUConfig, siamfc_config: SiamFCConfig) -> dict:
-    """The checkpoint key: LU's config and the SiamFC training config whose frozen backbone it reads."""
-    return {"lu": dataclasses.asdict(config), "siamfc": siamfc_config.train_key(), "clips": CLIP_RECIPE}
+#: The base trackers an updater can be trained for (its target model's space).
+BASES = ("siamfc", "cfnet")
+
+
+def train_key(config: LUConfig, siamfc_config: SiamFCConfig, cfnet_config=None) -> dict:
+    """The checkpoint key: LU's config and the SiamFC training config whose frozen backbone it reads; for an
+    updater of CFNet also ``cfnet_config`` (:class:`mtl.cfnet.CFNetConfig`, the fine-tuned network it reads)."""
+    key = {"lu": dataclasses.asdict(config), "siamfc": siamfc_config.train_key(), "clips": CLIP_RECIPE}
+    if cfnet_config is not None:
+        key["cfnet"] = dataclasses.asdict(cfnet_config)
+        key["cfnet_exemplar"] = CF_EXEMPLAR_RECIPE
+    return key
+
+
+#: How CFNet's training exemplars are made from the cached crops (part of a CFNet updater's key).
+CF_EXEMPLAR_RECIPE = "cached map re-centred by whole cells, zeros outside, then the CF layer"
 
 
 def _configs(config, siamfc_config, quick):
     return method_configs(config or LUConfig(), siamfc_config, quick, LU_QUICK_OVERRIDES)
+
+
+def _cfnet_config(base: str, cfnet_config, quick: bool):
+    """The CFNet config of an updater of ``base`` as trained (quick overrides applied), or None for SiamFC."""
+    from mtl.cfnet import CFNET_QUICK_OVERRIDES, CFNetConfig
+
+    if base not in BASES:
+        raise ValueError(f"base must be one of {BASES}, got {base!r}")
+    if base == "siamfc":
+        if cfnet_config is not None:
+            raise ValueError("cfnet_config is for base='cfnet'")
+        return None
+    cfg = cfnet_config or CFNetConfig()
+    return dataclasses.replace(cfg, **CFNET_QUICK_OVERRIDES) if quick else cfg
+
+
+def base_network(base: str, siamfc_config: SiamFCConfig, cfnet_config=None, *, quick: bool = False, device="cpu",
+                 progress: bool = True):
+    """``(net, exemplar)``: the frozen network an updater of ``base`` reads (SiamFC's or CFNet's, loaded, or
+    trained when missing) and its ``g`` on cached crops (:class:`LUUnroll`'s ``exemplar``)."""
+    from mtl.lu.features import CorrelationFilterExemplar
+
+    if _cfnet_config(base, cfnet_config, quick) is None:
+        from mtl.siamfc import train_siamfc
+
+        net, _ = train_siamfc(siamfc_config, quick=quick, device=device, progress=progress)
+        return net, exemplar_windows
+    from mtl.cfnet import train_cfnet
+
+    net, _ = train_cfnet(cfnet_config, siamfc_config, quick=quick, device=device, progress=progress)
+    return net, CorrelationFilterExemplar(net.cf)
 
 
 class ClipWindows:
@@ -109,14 +153,18 @@ class LUUnroll:
     ``head``: the base tracker's score head (SiamFC's scaled xcorr), frozen. ``config``: λ, M and
     whether positions are estimated. The recurrent state (``h``, ``θ``, ``θ₁``) is carried to the next
     window of the same clips detached (truncated BPTT) and reset when a window starts at ``t0 = 0``.
-    ``project``: ``g``, model space from exemplar features (identity for SiamFC). Logs ``loss``,
+    ``exemplar``: ``(z (B, C, 22, 22), cells (B, 2)) -> θ' (B, C, 6, 6)``, the exemplar at a cell taken to
+    model space (default :func:`mtl.lu.features.exemplar_windows`, SiamFC's ``g`` being the identity;
+    CFNet: :class:`mtl.lu.features.CorrelationFilterExemplar`). ``project``: applied to every ``θ'``
+    after it (the identity; the truncated-BPTT check perturbs through it). Logs ``loss``,
     ``cls`` (``l_c`` over visible test frames), ``anchor`` (``l_a``) and ``drift`` (``‖θ - θ₁‖ / ‖θ₁‖``
     at the window's last step).
     """
 
     def __init__(self, head, config: LUConfig, window_influence: float = 0.176, positive_radius_cells: float = 2.0,
-                 project=None):
+                 project=None, exemplar=None):
         self.head, self.config = head, config
+        self.exemplar = exemplar or exemplar_windows
         self.window_influence = float(window_influence)
         self.radius = float(positive_radius_cells)
         self.window = torch.from_numpy(cosine_window(17))
@@ -161,14 +209,14 @@ class LUUnroll:
         for k in range(steps):
             t = t0 + k
             if t == 0:
-                theta1 = self.project(exemplar_windows(z[:, 0], self.true_cells(offsets[:, 0])))
+                theta1 = self.project(self.exemplar(z[:, 0], self.true_cells(offsets[:, 0])))
                 h = model.step(model.initial_state(theta1), theta1)
                 theta = theta1
             else:
                 # the model in force on frame t made the last step's loss scores on z_t: its response, reused
                 h, theta, theta1, response = self.state
                 cells = self.cells_from_response(response) if cfg.estimated_position else self.true_cells(offsets[:, k])
-                h = model.step(h, self.project(exemplar_windows(z[:, k], cells)))
+                h = model.step(h, self.project(self.exemplar(z[:, k], cells)))
                 if t % cfg.interval == 0:
                     theta = model.model(h)
             scores = self.head(theta, z[:, k + 1])[:, 0]
@@ -191,19 +239,19 @@ class LUUnroll:
 
 
 def fixed_model_loss(head, features: torch.Tensor, offsets: torch.Tensor, visible: torch.Tensor,
-                     positive_radius_cells: float = 2.0, batch: int = 8) -> float:
+                     positive_radius_cells: float = 2.0, batch: int = 8, exemplar=None) -> float:
     """``l_c`` of *no update* on clips: the first frame's exemplar kept as the model for every later frame.
 
     The bar a learned updater's ``l_c`` (:class:`LUUnroll`'s ``cls``) must clear on the same clips
     (same labels, same visible frames ``1 .. T-1``). ``features`` ``(N, T, C, 22, 22)``, ``offsets``
-    ``(N, T, 2)``, ``visible`` ``(N, T)``.
+    ``(N, T, 2)``, ``visible`` ``(N, T)``; ``exemplar`` as :class:`LUUnroll`'s.
     """
-    unroll = LUUnroll(head, LUConfig(), positive_radius_cells=positive_radius_cells)
+    unroll = LUUnroll(head, LUConfig(), positive_radius_cells=positive_radius_cells, exemplar=exemplar)
     total, count = 0.0, 0.0
     with torch.no_grad():
         for i in range(0, len(features), batch):
             z, o, v = features[i:i + batch].float(), offsets[i:i + batch], visible[i:i + batch]
-            theta1 = exemplar_windows(z[:, 0], unroll.true_cells(o[:, 0]))
+            theta1 = unroll.exemplar(z[:, 0], unroll.true_cells(o[:, 0]))
             for t in range(1, z.shape[1]):
                 loss = balanced_logistic_loss_per_map(head(theta1, z[:, t])[:, 0], unroll.labels(o[:, t]).to(z))
                 total += float((loss * v[:, t]).sum())
@@ -226,31 +274,42 @@ def clip_data(config: LUConfig, siamfc_config: SiamFCConfig, siamfc, *, quick: b
     return {"train": train, "val": val}
 
 
-def feature_scale(features: torch.Tensor) -> float:
-    """``s``: the RMS of the ground-truth exemplars (centre windows) of ``features`` ``(N, T, C, 22, 22)``."""
-    return float(features[:, :, :, 8:14, 8:14].float().pow(2).mean().sqrt())
+def feature_scale(features: torch.Tensor, exemplar=None, frame_step: int = 5, batch: int = 256) -> float:
+    """``s``: the RMS of the exemplars at the crop centres (the ground truth of the previous frame) of ``features``
+    ``(N, T, C, 22, 22)``: the centre windows (SiamFC, every frame), or ``exemplar``'s models there (CFNet; every
+    ``frame_step``-th frame, in batches)."""
+    if exemplar is None:
+        return float(features[:, :, :, 8:14, 8:14].float().pow(2).mean().sqrt())
+    maps = features[:, ::frame_step].flatten(0, 1)
+    centre = torch.tensor([[(features.shape[-2] - 6) // 2, (features.shape[-1] - 6) // 2]])
+    total, count = 0.0, 0
+    for k in range(0, len(maps), batch):
+        theta = exemplar(maps[k:k + batch].float(), centre.expand(len(maps[k:k + batch]), 2))
+        total, count = total + float(theta.double().pow(2).sum()), count + theta.numel()
+    return (total / max(count, 1)) ** 0.5
 
 
 def train_lu(config: LUConfig | None = None, siamfc_config: SiamFCConfig | None = None, *, quick: bool = False,
              device="cpu", retrain: bool = False, progress: bool = True, directory: str | Path | None = None,
-             data: dict | None = None) -> tuple[LUNet, dict]:
+             data: dict | None = None, base: str = "siamfc", cfnet_config=None) -> tuple[LUNet, dict]:
     """Load the LU checkpoint for the configs or train it on cached clip features; ``(net in eval mode, meta)``.
 
-    Steps: load (or train) the SiamFC of ``siamfc_config``; build (or load) the clip features of its
-    frozen backbone (``data`` may pass them in, from :func:`clip_data`); set ``s``; train the updater
-    with Adam through :func:`mtl.train.fit` and :class:`LUUnroll`. ``meta``: ``history`` (per epoch
+    Steps: load (or train) the base network (:func:`base_network`: the SiamFC of ``siamfc_config``, or
+    with ``base="cfnet"`` the CFNet of ``cfnet_config``, fine-tuned from it); build (or load) the clip
+    features of its frozen backbone (``data`` may pass them in, from :func:`clip_data` of that network);
+    set ``s``; train the updater with Adam through :func:`mtl.train.fit` and :class:`LUUnroll` (CFNet:
+    its head, and exemplars through its correlation filter). ``meta``: ``history`` (per epoch
     ``train_/val_`` ``loss``, ``cls``, ``anchor``, ``drift``, ``lr``, ``seconds``), ``initial_val``,
     ``scale``, ``train_seconds``, ``feature_seconds``, ``loaded``, ``checkpoint``.
     """
     from mtl.cache import load_or_train
-    from mtl.siamfc import train_siamfc
     from mtl.train import evaluate_loss, fit
     from mtl.utils import seed_everything
 
     cfg, scfg = _configs(config, siamfc_config, quick)
     device = torch.device(device)
-    key = train_key(cfg, scfg)
-    siamfc, _ = train_siamfc(scfg, quick=quick, device=device, progress=progress)
+    key = train_key(cfg, scfg, _cfnet_config(base, cfnet_config, quick))
+    siamfc, exemplar = base_network(base, scfg, cfnet_config, quick=quick, device=device, progress=progress)
     net = LUNet(siamfc.backbone.out_channels, cfg)
 
     def train_fn(model: LUNet) -> dict:
@@ -260,32 +319,34 @@ def train_lu(config: LUConfig | None = None, siamfc_config: SiamFCConfig | None 
                 raise ValueError(f"the {split} clip features are {tuple(clips[split]['features'].shape[:2])} (clips, frames); "
                                  f"this config trains on ({n}, {cfg.clip_length}): build them with clip_data(config, ...)")
         seed_everything(cfg.seed)
-        model.load_state_dict(LUNet(siamfc.backbone.out_channels, cfg, feature_scale(clips["train"]["features"])).state_dict())
+        scale = feature_scale(clips["train"]["features"], None if base == "siamfc" else exemplar)
+        model.load_state_dict(LUNet(siamfc.backbone.out_channels, cfg, scale).state_dict())
         model.to(device)
         train_loader = ClipWindows(clips["train"]["features"], clips["train"]["offsets"], clips["train"]["visible"],
                                    cfg.batch_size, cfg.unroll, seed=cfg.seed)
         val_loader = ClipWindows(clips["val"]["features"], clips["val"]["offsets"], clips["val"]["visible"],
                                  cfg.batch_size, cfg.unroll, shuffle=False)
-        step = LUUnroll(siamfc.head, cfg, scfg.window_influence, scfg.positive_radius / scfg.total_stride)
+        step = LUUnroll(siamfc.head, cfg, scfg.window_influence, scfg.positive_radius / scfg.total_stride,
+                        exemplar=exemplar)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gamma = cfg.lr_decay ** (1 / max(cfg.epochs - 1, 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
         initial_val = evaluate_loss(model, step, val_loader, device)
         start = time.perf_counter()
         history = fit(model, step, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
-                      device=device, desc=f"LU λ={cfg.anchor_weight:g}", grad_clip=cfg.grad_clip, progress=progress)
+                      device=device, desc=f"LU ({base}) λ={cfg.anchor_weight:g}", grad_clip=cfg.grad_clip, progress=progress)
         return {"history": history, "initial_val": initial_val, "scale": float(model.scale),
                 "train_seconds": time.perf_counter() - start, "feature_seconds": {k: v["seconds"] for k, v in clips.items()},
                 "features_loaded": {k: v["loaded"] for k, v in clips.items()}, "config": key,
-                "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY}
+                "torch_threads": torch.get_num_threads(), "device": str(device), "made_by": MADE_BY, "base": base}
 
     meta = load_or_train("lu", key, net, train_fn, retrain=retrain, quick=quick, directory=directory, made_by=MADE_BY)
     return net.to(device).eval(), meta
 
 
 def load_lu(checkpoint: str | Path | None = "default", config: LUConfig | None = None,
-            siamfc_config: SiamFCConfig | None = None, device="cpu") -> LUNet:
-    """An LU updater network in eval mode.
+            siamfc_config: SiamFCConfig | None = None, device="cpu", base: str = "siamfc", cfnet_config=None) -> LUNet:
+    """An LU updater network in eval mode (of SiamFC's target model, or with ``base="cfnet"`` of CFNet's).
 
     ``checkpoint``: ``"default"`` -> the stored checkpoint of the configs (in quick mode ``MTL_QUICK=1``
     the quick one when no full one exists); a path -> that file; ``None`` -> an untrained updater
@@ -298,5 +359,6 @@ def load_lu(checkpoint: str | Path | None = "default", config: LUConfig | None =
     scfg = siamfc_config or SiamFCConfig()
     qcfg, qscfg = _configs(cfg, scfg, True)
     return load_into(LUNet(SiamFCNet.from_config(scfg).backbone.out_channels, cfg), "lu", checkpoint,
-                     train_key(cfg, scfg), train_key(qcfg, qscfg),
-                     "run notebooks/04_learning_to_update.ipynb or mtl.lu.train_lu() to train it", device)
+                     train_key(cfg, scfg, _cfnet_config(base, cfnet_config, False)),
+                     train_key(qcfg, qscfg, _cfnet_config(base, cfnet_config, True)),
+                     f"run notebooks/04_learning_to_update.ipynb or mtl.lu.train_lu(base={base!r}) to train it", device)
