@@ -235,39 +235,64 @@ def test_recentred_features_move_the_window_to_the_centre_and_fill_zeros():
 def test_cf_exemplar_is_exact_at_the_centre_and_equals_a_fresh_crop_where_the_cached_one_covers_it():
     net = _cfnet()
     err = checks.cf_exemplar_error(net)
-    assert err["overlap"] < 1e-4
+    assert err["overlap"] < 1e-4  # a wrong sign or a swapped row/col would compare other cells
     assert err["by_shift"]["0,0"] == 0.0
-    assert all(v < 0.2 for v in err["by_shift"].values())  # the zero strip is where the cosine window is small
-    assert err["by_shift"]["3,-3"] > 0  # and it is an approximation: a moved crop sees more of the image
+    assert err["by_shift"]["1,0"] < err["by_shift"]["3,-3"] < err["by_shift"]["8,-8"]  # the strip grows with the shift
+    assert err["by_shift"]["2,2"] < 0.1
 
 
 def test_an_updater_of_cfnet_has_its_own_key_and_siamfcs_is_unchanged():
+    from mtl.cache import checkpoint_path
     from mtl.cfnet import CFNetConfig
-    from mtl.lu import train_key
+    from mtl.lu import load_lu, train_key
     from mtl.siamfc import SiamFCConfig
+    # the committed checkpoints were made under these keys: SiamFC-LU's before CFNet-LU existed
     siamfc_key = train_key(LUConfig(), SiamFCConfig())
-    assert set(siamfc_key) == {"lu", "siamfc", "clips"}
+    assert set(siamfc_key) == {"lu", "siamfc", "clips"} and checkpoint_path("lu", siamfc_key).exists()
     cf_key = train_key(LUConfig(), SiamFCConfig(), CFNetConfig())
-    assert cf_key["cfnet"]["head_lr_mult"] == CFNetConfig().head_lr_mult and "cfnet_exemplar" in cf_key
+    assert checkpoint_path("lu", cf_key).name == "lu-0446b974f014.pt" and checkpoint_path("lu", cf_key).exists()
+    assert load_lu(base="cfnet").scale < 0.1 * load_lu().scale  # filters are much smaller numbers than features
     with pytest.raises(ValueError, match="base must be"):
-        from mtl.lu import load_lu
         load_lu(None, base="dimp")
+    with pytest.raises(ValueError, match="cfnet_config is for"):
+        load_lu(None, cfnet_config=CFNetConfig())
 
 
 def test_cfnet_unroll_feeds_the_filter_of_the_window_to_the_updater():
-    from mtl.lu import CorrelationFilterExemplar
+    from mtl.lu import CorrelationFilterExemplar, recentred_features
     cf = _cfnet(width=0.03125)  # 8 channels
     exemplar = CorrelationFilterExemplar(cf.cf)
+    torch.manual_seed(1)
     z = torch.randn(2, 6, 8, 22, 22)
-    offs = torch.tensor([[0.0, 0.0], [1.0, -2.0]])[:, None].expand(2, 6, 2).contiguous()
+    offs = torch.randint(-3, 4, (2, 6, 2)).float()  # a different motion on every frame
     seen = []
     unroll = LUUnroll(cf.head, LUConfig(hidden=6, unroll=5, interval=5, estimated_position=False),
                       exemplar=exemplar, project=lambda t: seen.append(t) or t)
     unroll(LUNet(8, unroll.config), next(iter(ClipWindows(z, offs, torch.ones(2, 6, dtype=torch.bool), 2, 5, shuffle=False))))
-    cells = unroll.true_cells(offs[:, 2])
-    from mtl.lu import recentred_features
-    assert torch.allclose(seen[2], cf.cf(recentred_features(z[:, 2], cells)))
-    assert seen[0].shape == (2, 8, 6, 6) and not seen[0].requires_grad
+    assert len(seen) == 5 and seen[0].shape == (2, 8, 6, 6) and not seen[0].requires_grad
+    for t in range(5):  # frame t's exemplar: the filter of frame t's map re-centred on frame t's target
+        assert torch.allclose(seen[t], cf.cf(recentred_features(z[:, t], unroll.true_cells(offs[:, t]))), atol=1e-6)
+    assert not torch.allclose(seen[2], cf.cf(recentred_features(z[:, 2], unroll.true_cells(offs[:, 3]))), atol=1e-6)
+
+
+def test_feature_scale_and_the_no_update_bar_go_through_cfnets_filter():
+    from mtl.lu import CorrelationFilterExemplar, feature_scale
+    cf = _cfnet(width=0.03125)
+    exemplar = CorrelationFilterExemplar(cf.cf)
+    torch.manual_seed(2)
+    z = torch.randn(3, 11, 8, 22, 22)
+    with torch.no_grad():
+        by_hand = cf.cf(z[:, ::5].flatten(0, 1)).pow(2).mean().sqrt()
+    assert feature_scale(z, exemplar) == pytest.approx(float(by_hand), rel=1e-5)
+    assert feature_scale(z) == pytest.approx(float(z[:, :, :, 8:14, 8:14].pow(2).mean().sqrt()), rel=1e-6)
+    offs = torch.randint(-2, 3, (3, 11, 2)).float()
+    vis = torch.rand(3, 11) > 0.2
+    cfg = LUConfig(hidden=6, unroll=10, interval=10, dropout=0.0)  # no replacement within the window
+    unroll = LUUnroll(cf.head, cfg, exemplar=exemplar)
+    with torch.no_grad():
+        cls = float(unroll(LUNet(8, cfg).eval(), next(iter(ClipWindows(z, offs, vis, 3, 10, shuffle=False))))["cls"])
+    assert fixed_model_loss(cf.head, z, offs, vis, exemplar=exemplar) == pytest.approx(cls, rel=1e-5)
+    assert fixed_model_loss(cf.head, z, offs, vis) != pytest.approx(cls, rel=1e-3)  # the raw window is another model
 
 
 def test_cfnet_lu_trains_in_quick_mode_and_reloads(tmp_path):

@@ -167,12 +167,13 @@ def cut_exemplar_error(backbone, image: np.ndarray | None = None, cells=((8, 8),
     if image is None:
         image = np.random.default_rng(seed).integers(0, 256, size=(255, 255, 3), dtype=np.uint8)
     backbone = backbone.eval()
+    device = next(backbone.parameters()).device
     with torch.no_grad():
-        feats = backbone(image_to_tensor(image))
+        feats = backbone(image_to_tensor(image).to(device))
         err = 0.0
         for i, j in cells:
             cut = exemplar_windows(feats, torch.tensor([[i, j]]))
-            fresh = backbone(image_to_tensor(np.ascontiguousarray(image[8 * i:8 * i + 127, 8 * j:8 * j + 127])))
+            fresh = backbone(image_to_tensor(np.ascontiguousarray(image[8 * i:8 * i + 127, 8 * j:8 * j + 127])).to(device))
             err = max(err, float((cut - fresh).abs().max()))
     return err
 
@@ -191,12 +192,12 @@ def anchor_loss_is_scale_free(seed: int = 0) -> dict:
             "more_channels": float((doubled - base).abs().max())}
 
 
-def cf_exemplar_error(cfnet, image: np.ndarray | None = None, shifts=((0, 0), (1, 0), (0, -2), (2, 2), (3, -3)),
-                      seed: int = 0) -> dict:
+def cf_exemplar_error(cfnet, image: np.ndarray | None = None,
+                      shifts=((0, 0), (1, 0), (0, -2), (2, 2), (3, -3), (5, 0), (8, -8)), seed: int = 0) -> dict:
     """CFNet's exemplar from a cached crop vs from a fresh crop at the moved position, per shift ``(rows, cols)`` in cells.
 
-    ``cfnet``: a :class:`mtl.cfnet.CFNetNet` in eval mode; ``image``: ``(H, W, 3)`` uint8 with room for
-    a 255 px crop moved by the largest shift (default: random pixels). Returns ``{"overlap": max |re-centred
+    ``cfnet``: a :class:`mtl.cfnet.CFNetNet` (put in eval mode); ``image``: ``(H, W, 3)`` uint8 with room
+    for a 255 px crop moved by the largest shift (default: random pixels). Returns ``{"overlap": max |re-centred
     map - fresh map| over the cells the cached crop covers (every shift; 0 up to rounding), "by_shift":
     {"dr,dc": ‖θ'(re-centred) - θ'(fresh)‖ / ‖θ'(fresh)‖}}`` (0 at ``(0, 0)``).
     """
@@ -208,12 +209,13 @@ def cf_exemplar_error(cfnet, image: np.ndarray | None = None, shifts=((0, 0), (1
     if min(image.shape[:2]) < 255 + 2 * reach:
         raise ValueError(f"the image must be at least {255 + 2 * reach} px on each side for shifts up to {reach // 8} cells")
     cfnet = cfnet.eval()
+    device = next(cfnet.parameters()).device
     exemplar = CorrelationFilterExemplar(cfnet.cf)
     size = cfnet.cf.template_size
     out = {"overlap": 0.0, "by_shift": {}}
     with torch.no_grad():
         crop = lambda r, c: image_to_tensor(np.ascontiguousarray(image[reach + 8 * r:reach + 8 * r + 255,  # noqa: E731
-                                                                        reach + 8 * c:reach + 8 * c + 255]))
+                                                                        reach + 8 * c:reach + 8 * c + 255])).to(device)
         cached = cfnet.backbone(crop(0, 0))
         h = cached.shape[-1]
         centre = (h - size) // 2

@@ -77,8 +77,9 @@ class CorrelationFilterExemplar:
 
     The map is re-centred on the window at ``cells`` (:func:`recentred_features`) and passed through
     ``cf_layer`` (:class:`mtl.cfnet.CorrelationFilterLayer`: cosine window, ridge regression, centre
-    crop), without gradients to the frozen layer. Exact at the centre cell ``(8, 8)``; off it the
-    zero strip is our approximation (see the module docstring).
+    crop) on the layer's device. No gradient flows through it, to the layer or to the features: the
+    updater's training never needs one (the exemplars are its inputs). Exact at the centre cell
+    ``(8, 8)``; off it the zero strip is our approximation (see the module docstring).
     """
 
     def __init__(self, cf_layer: torch.nn.Module):
@@ -86,6 +87,7 @@ class CorrelationFilterExemplar:
 
     def __call__(self, features: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
+            features = features.to(self.cf.window.device)
             return self.cf(recentred_features(features, cells, self.cf.template_size))
 
 

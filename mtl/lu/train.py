@@ -16,6 +16,12 @@ the argmax. Truncated BPTT: :class:`ClipWindows` cuts each batch of clips into w
 the unroll carries ``h`` and ``θ`` from one window to the next *detached*, so :func:`mtl.train.fit`
 (the project's one loop) backpropagates H steps at a time.
 
+**CFNet** (``base="cfnet"``): the features are CFNet's backbone's, ``head`` is CFNet's, and every exemplar
+goes through ``g``: the 22x22 map re-centred on the window's cell (whole cells, zeros where the cached crop
+ends), then the correlation filter and its centre crop (:class:`mtl.lu.features.CorrelationFilterExemplar`).
+Estimated positions use SiamFC's window influence, as CFNet's tracker does with the settings notebook 02
+chose for it on val.
+
 Our approximation of the paper (stated in notebook 04): each search crop is centred on the previous
 frame's *ground truth*, so an estimation error changes the exemplar the updater absorbs but never moves
 the next search region (no accumulating drift in training). Offsets are rounded to whole cells for the
@@ -81,18 +87,19 @@ def _cfnet_config(base: str, cfnet_config, quick: bool):
 def base_network(base: str, siamfc_config: SiamFCConfig, cfnet_config=None, *, quick: bool = False, device="cpu",
                  progress: bool = True):
     """``(net, exemplar)``: the frozen network an updater of ``base`` reads (SiamFC's or CFNet's, loaded, or
-    trained when missing) and its ``g`` on cached crops (:class:`LUUnroll`'s ``exemplar``)."""
+    trained when missing; its parameters set not to require gradients) and its ``g`` on cached crops
+    (:class:`LUUnroll`'s ``exemplar``)."""
     from mtl.lu.features import CorrelationFilterExemplar
 
     if _cfnet_config(base, cfnet_config, quick) is None:
         from mtl.siamfc import train_siamfc
 
         net, _ = train_siamfc(siamfc_config, quick=quick, device=device, progress=progress)
-        return net, exemplar_windows
+        return net.requires_grad_(False), exemplar_windows
     from mtl.cfnet import train_cfnet
 
     net, _ = train_cfnet(cfnet_config, siamfc_config, quick=quick, device=device, progress=progress)
-    return net, CorrelationFilterExemplar(net.cf)
+    return net.requires_grad_(False), CorrelationFilterExemplar(net.cf)
 
 
 class ClipWindows:
@@ -150,7 +157,7 @@ def anchor_loss(theta: torch.Tensor, theta1: torch.Tensor) -> torch.Tensor:
 class LUUnroll:
     """``step_fn(model, window)`` for :func:`mtl.train.fit`: the updater run over one window, its mean loss.
 
-    ``head``: the base tracker's score head (SiamFC's scaled xcorr), frozen. ``config``: λ, M and
+    ``head``: the base tracker's score head (SiamFC's scaled xcorr, CFNet's ``s · xcorr + b``), not trained here. ``config``: λ, M and
     whether positions are estimated. The recurrent state (``h``, ``θ``, ``θ₁``) is carried to the next
     window of the same clips detached (truncated BPTT) and reset when a window starts at ``t0 = 0``.
     ``exemplar``: ``(z (B, C, 22, 22), cells (B, 2)) -> θ' (B, C, 6, 6)``, the exemplar at a cell taken to
@@ -260,18 +267,22 @@ def fixed_model_loss(head, features: torch.Tensor, offsets: torch.Tensor, visibl
 
 
 def clip_data(config: LUConfig, siamfc_config: SiamFCConfig, siamfc, *, quick: bool, device="cpu",
-              progress: bool = True) -> dict:
-    """The cached train and val clip features for ``config`` (built from ``siamfc``'s backbone when missing)."""
+              progress: bool = True, splits=("train", "val")) -> dict:
+    """The cached clip features of ``splits`` for ``config`` (built from the backbone of ``siamfc``, or of any
+    network with a ``backbone``, e.g. CFNet's, when missing): ``{"train": ..., "val": ...}``."""
     from mtl.cache import state_dict_hash
 
     weights = state_dict_hash(siamfc.backbone.state_dict())
     common = dict(clip_length=config.clip_length, frame_step=config.frame_step, quick=quick, device=device,
                   progress=progress)
-    train = cached_clip_features(siamfc.backbone, weights, siamfc_config.train_spec, siamfc_config,
-                                 num_clips=config.num_clips, seed=config.seed + 21, **common)
-    val = cached_clip_features(siamfc.backbone, weights, siamfc_config.val_spec, siamfc_config,
-                               num_clips=config.val_clips, seed=22, **common)
-    return {"train": train, "val": val}
+    made = {"train": lambda: cached_clip_features(siamfc.backbone, weights, siamfc_config.train_spec, siamfc_config,
+                                                  num_clips=config.num_clips, seed=config.seed + 21, **common),
+            "val": lambda: cached_clip_features(siamfc.backbone, weights, siamfc_config.val_spec, siamfc_config,
+                                                num_clips=config.val_clips, seed=22, **common)}
+    unknown = set(splits) - set(made)
+    if unknown:
+        raise ValueError(f"splits must be among {tuple(made)}, got {sorted(unknown)}")
+    return {split: made[split]() for split in splits}
 
 
 def feature_scale(features: torch.Tensor, exemplar=None, frame_step: int = 5, batch: int = 256) -> float:
