@@ -259,6 +259,7 @@ def fixed_model_loss(head, features: torch.Tensor, offsets: torch.Tensor, visibl
         for i in range(0, len(features), batch):
             z, o, v = features[i:i + batch].float(), offsets[i:i + batch], visible[i:i + batch]
             theta1 = unroll.exemplar(z[:, 0], unroll.true_cells(o[:, 0]))
+            z, v = z.to(theta1.device), v.to(theta1.device)  # CFNet's exemplar runs on its network's device
             for t in range(1, z.shape[1]):
                 loss = balanced_logistic_loss_per_map(head(theta1, z[:, t])[:, 0], unroll.labels(o[:, t]).to(z))
                 total += float((loss * v[:, t]).sum())
