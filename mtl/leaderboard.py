@@ -43,6 +43,7 @@ DEFAULT_ENTRIES = (
     Entry("siamfc_lu", "siamfc_lu", base="siamfc"),
     Entry("cfnet", "cfnet"),
     Entry("cfnet_ema", "cfnet_ema", base="cfnet"),
+    Entry("cfnet_lu", "cfnet_lu", base="cfnet"),
     Entry("dimp_none", "dimp", {"update": "none"}),
     Entry("dimp", "dimp", base="dimp_none"),
     Entry("roam_none", "roam", {"update": "none"}),
