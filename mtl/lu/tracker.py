@@ -79,6 +79,13 @@ class LUUpdater(Updater):
 _UPDATER_OPTIONS = set(inspect.signature(LUUpdater.__init__).parameters) - {"self", "net"}
 
 
+def _with_lu_updater(tracker_class, net, lu_net: LUNet, config, device, name: str, options: dict):
+    """``tracker_class(net, ...)`` driven by an :class:`LUUpdater` of ``lu_net``; ``options``' updater keywords
+    (``interval``) go to the updater, the rest to the tracker."""
+    updater_options = {k: options.pop(k) for k in list(options) if k in _UPDATER_OPTIONS}
+    return tracker_class(net, config, device=device, updater=LUUpdater(lu_net, **updater_options), name=name, **options)
+
+
 @register_tracker("siamfc_lu")
 def make_lu_tracker(checkpoint: str | Path | None = "default", lu_checkpoint: str | Path | None = "default",
                     config=None, lu_config: LUConfig | None = None, device="cpu", name: str | None = None, **options):
@@ -91,10 +98,9 @@ def make_lu_tracker(checkpoint: str | Path | None = "default", lu_checkpoint: st
     from mtl.lu.train import load_lu
     from mtl.siamfc import SiamFCTracker, load_siamfc
 
-    updater_options = {k: options.pop(k) for k in list(options) if k in _UPDATER_OPTIONS}
-    net = load_siamfc(checkpoint, config, device=device)
-    updater = LUUpdater(load_lu(lu_checkpoint, lu_config, config, device=device), **updater_options)
-    return SiamFCTracker(net, config, device=device, updater=updater, name=name or "siamfc_lu", **options)
+    return _with_lu_updater(SiamFCTracker, load_siamfc(checkpoint, config, device=device),
+                            load_lu(lu_checkpoint, lu_config, config, device=device), config, device,
+                            name or "siamfc_lu", options)
 
 
 @register_tracker("cfnet_lu")
@@ -108,8 +114,6 @@ def make_cfnet_lu_tracker(checkpoint: str | Path | None = "default", lu_checkpoi
     from mtl.cfnet import CFNetTracker, load_cfnet
     from mtl.lu.train import load_lu
 
-    updater_options = {k: options.pop(k) for k in list(options) if k in _UPDATER_OPTIONS}
-    net = load_cfnet(checkpoint, cfnet_config, config, device=device)
-    updater = LUUpdater(load_lu(lu_checkpoint, lu_config, config, device=device, base="cfnet", cfnet_config=cfnet_config),
-                        **updater_options)
-    return CFNetTracker(net, config, device=device, updater=updater, name=name or "cfnet_lu", **options)
+    return _with_lu_updater(CFNetTracker, load_cfnet(checkpoint, cfnet_config, config, device=device),
+                            load_lu(lu_checkpoint, lu_config, config, device=device, base="cfnet", cfnet_config=cfnet_config),
+                            config, device, name or "cfnet_lu", options)
