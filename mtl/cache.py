@@ -213,11 +213,23 @@ def cached_tensors(prefix: str, key: Any, build: Callable[[], dict], *, quick: b
         try:
             stored = torch.load(path, weights_only=True)
             if stored.get("key") == repr(key):
+                _record_features(path, stored, loaded=True)
                 return {**stored, "path": str(path), "loaded": True}
         except (OSError, RuntimeError, EOFError):
             pass  # damaged: rebuild
+    start = time.perf_counter()
     data = build()
+    _record_features(path, {"seconds": time.perf_counter() - start, **data}, loaded=False)
     buffer = io.BytesIO()
     torch.save({**data, "key": repr(key)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return {**data, "key": repr(key), "path": str(path), "loaded": False}
+
+
+def _record_features(path: Path, data: Mapping, loaded: bool) -> None:
+    """One ledger line (:mod:`mtl.budget`) for a feature file: its build seconds, and whether it was loaded."""
+    from mtl import budget
+
+    seconds = data.get("seconds")
+    budget.record({"kind": "features", "file": path.name, "loaded": loaded,
+                   "seconds": float(seconds) if isinstance(seconds, (int, float)) else None})

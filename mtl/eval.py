@@ -42,7 +42,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from mtl import metrics
+from mtl import budget, metrics
 from mtl.tracker import as_rgb_array
 
 # ---------------------------------------------------------------------------------------------
@@ -513,6 +513,12 @@ def run_ope(tracker, sequences: Iterable, out_dir=None, benchmark: str = "synth-
     else:
         for seq in _progress(todo, len(todo), f"OPE {name}", progress):
             store(seq, _track_seeded(tracker, seq, seed))
+    if out_dir is not None:  # what these runs cost when made, for a fresh-clone budget (mtl.budget)
+        tracked = {seq.name for seq in todo}
+        budget.record({"kind": "tracking", "benchmark": benchmark, "run": name, "processes": processes,
+                       "sequences": {seq.name: {"seconds": float(np.sum(runs[seq.name]["times"])),
+                                                "frames": len(seq), "served": seq.name not in tracked}
+                                     for seq in sequences}})
     return {seq.name: runs[seq.name] for seq in sequences}
 
 
@@ -645,9 +651,12 @@ def run_side_by_side(trackers: dict, sequences, progress: bool = True) -> dict:
     """
     sequences = list(sequences)
     runs = {name: {} for name in trackers}
+    start = time.perf_counter()
     for seq in _progress(sequences, len(sequences), f"{len(trackers)} trackers side by side", progress):
         for name, tracker in trackers.items():
             runs[name].update(run_ope(tracker, [seq], progress=False, tracker_name=name))
+    budget.record({"kind": "speed", "seconds": time.perf_counter() - start, "trackers": len(trackers),
+                   "frames": sum(len(seq) for seq in sequences)})
     return runs
 
 

@@ -1,0 +1,90 @@
+"""What a notebook's full run would cost from a fresh clone (BRIEF §7: <= 40 min on 2 CPU cores), measured.
+
+Runs each notebook in full mode with papermill, with ``MTL_RUN_LEDGER`` set so the results cache,
+the side-by-side speed runs and the feature caches log what they serve and what it cost when it was
+made (:mod:`mtl.budget`). The estimate adds back what warm caches saved this run: stored tracking
+time, feature build time and the rendering of served frames (timed here on a few test frames).
+
+The committed ``results/`` tree is restored afterwards: the speed runs are re-measured in every
+execution, and a budget run must not replace a notebook's committed results. The executed notebook
+stays in ``--out``.
+
+    python benchmarks/notebook_budget.py notebooks/04_learning_to_update.ipynb --out runs/budget
+
+Prints one JSON line per notebook and writes ``<out>/budget.json``. Do not run another torch job
+beside it: the wall time is part of the estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def render_seconds_per_frame(n_frames: int = 200) -> float:
+    """Seconds to render one benchmark frame (the first ``n_frames`` of the first test sequence)."""
+    from mtl.data import load_dataset
+
+    seq = load_dataset("synth:test")[0]
+    n = min(n_frames, len(seq))
+    seq.frame(0)
+    start = time.perf_counter()
+    for f in range(n):
+        seq.frame(f)
+    return (time.perf_counter() - start) / n
+
+
+def run_notebook(path: Path, out: Path, render: float) -> dict:
+    import papermill as pm
+
+    from mtl.budget import LEDGER_ENV, read_ledger, summarize_ledger
+
+    ledger = out / f"{path.stem}.ledger.jsonl"
+    ledger.unlink(missing_ok=True)
+    backup = Path(tempfile.mkdtemp(prefix="results-"))
+    shutil.copytree(ROOT / "results", backup / "results")
+    os.environ[LEDGER_ENV] = str(ledger)
+    start = time.perf_counter()
+    status = "ok"
+    try:
+        pm.execute_notebook(str(path), str(out / path.name), parameters={"QUICK": False}, kernel_name="python3",
+                            cwd=str(path.parent), progress_bar=False)
+    except Exception as exc:  # papermill's error names the failing cell
+        status = f"failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+    finally:
+        wall = time.perf_counter() - start
+        os.environ.pop(LEDGER_ENV, None)
+        shutil.rmtree(ROOT / "results")
+        shutil.copytree(backup / "results", ROOT / "results")
+        shutil.rmtree(backup)
+    entries = read_ledger(ledger) if ledger.is_file() else []
+    summary = summarize_ledger(entries, wall, render_seconds_per_frame=render)
+    return {"notebook": path.stem, "status": status, "render_seconds_per_frame": render, **summary}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / time.strftime("budget-%Y%m%d-%H%M%S"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    render = render_seconds_per_frame()
+    report = []
+    for nb in args.notebooks:
+        row = run_notebook(nb.resolve(), args.out, render)
+        report.append(row)
+        print(json.dumps(row), flush=True)
+        (args.out / "budget.json").write_text(json.dumps(report, indent=1) + "\n")
+    return 0 if all(r["status"] == "ok" for r in report) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
