@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("notebooks", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / time.strftime("budget-%Y%m%d-%H%M%S"))
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()  # the kernel runs in notebooks/: a relative ledger path would point elsewhere
     args.out.mkdir(parents=True, exist_ok=True)
     render = render_seconds_per_frame()
     report = []

@@ -25,7 +25,10 @@ LEDGER_ENV = "MTL_RUN_LEDGER"
 
 
 def record(entry: dict) -> None:
-    """Append ``entry`` as one JSON line to the ledger named by ``$MTL_RUN_LEDGER`` (nothing when unset)."""
+    """Append ``entry`` as one JSON line to the ledger named by ``$MTL_RUN_LEDGER`` (nothing when unset).
+
+    Give the variable an absolute path: notebooks run with ``notebooks/`` as their working directory.
+    """
     path = os.environ.get(LEDGER_ENV)
     if not path:
         return
