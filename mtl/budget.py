@@ -59,7 +59,9 @@ def summarize_ledger(entries: list[dict], wall_seconds: float, render_seconds_pe
     """The fresh-clone estimate of one run from its ledger ``entries`` and its ``wall_seconds``.
 
     * tracking: each (benchmark, run folder, sequence) counts once, however often it was asked for;
-      ``made`` = its stored per-frame times summed / the worker processes that made it;
+      ``made`` = its stored per-frame times summed / the worker processes of the call that asked for it
+      (a stored run does not keep how many workers made it: ``benchmarks/stored_time_drift.py`` checks
+      the stored times against today's);
       ``served`` = the part this run read from the cache instead of tracking (``served_frames`` frames).
     * features: each file counts once; ``served`` = the build seconds of those loaded instead of built.
     * speed: wall seconds of the side-by-side runs (never cached, so already in ``wall_seconds``).

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from mtl import budget
 from mtl.utils import QUICK_DIR, ROOT, atomic_write_bytes
 
 FULL_CHECKPOINT_DIR = ROOT / "data" / "checkpoints"
@@ -228,8 +229,6 @@ def cached_tensors(prefix: str, key: Any, build: Callable[[], dict], *, quick: b
 
 def _record_features(path: Path, data: Mapping, loaded: bool) -> None:
     """One ledger line (:mod:`mtl.budget`) for a feature file: its build seconds, and whether it was loaded."""
-    from mtl import budget
-
     seconds = data.get("seconds")
     budget.record({"kind": "features", "file": path.name, "loaded": loaded,
                    "seconds": float(seconds) if isinstance(seconds, (int, float)) else None})
