@@ -13,6 +13,14 @@ stays in ``--out``.
 
 Prints one JSON line per notebook and writes ``<out>/budget.json``. Do not run another torch job
 beside it: the wall time is part of the estimate.
+
+Each row carries ``machine_fps`` (:func:`mtl.budget.machine_fps`, measured before the notebooks): minutes
+only compare between machines next to it.
+
+A run made elsewhere with the ledger on (for example ``MTL_RUN_LEDGER=$PWD/runs/l.jsonl mtl reproduce --only 03``
+from a fresh clone) is summarised without running anything again:
+
+    python benchmarks/notebook_budget.py --ledger runs/l.jsonl --wall 3351 --name 03_gradnet --out runs/budget
 """
 from __future__ import annotations
 
@@ -40,6 +48,14 @@ def render_seconds_per_frame(n_frames: int = 200) -> float:
     for f in range(n):
         seq.frame(f)
     return (time.perf_counter() - start) / n
+
+
+def summarize_file(ledger: Path, wall: float, name: str, render: float) -> dict:
+    """The row of a run made elsewhere: its ledger and its wall time in seconds."""
+    from mtl.budget import read_ledger, summarize_ledger
+
+    summary = summarize_ledger(read_ledger(ledger), wall, render_seconds_per_frame=render)
+    return {"notebook": name, "status": "ok", "ledger": str(ledger), "render_seconds_per_frame": render, **summary}
 
 
 def run_notebook(path: Path, out: Path, render: float) -> dict:
@@ -72,15 +88,27 @@ def run_notebook(path: Path, out: Path, render: float) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("notebooks", nargs="+", type=Path)
+    ap.add_argument("notebooks", nargs="*", type=Path)
+    ap.add_argument("--ledger", type=Path, help="summarise this ledger of a run made elsewhere instead of running")
+    ap.add_argument("--wall", type=float, help="with --ledger: that run's wall time in seconds")
+    ap.add_argument("--name", help="with --ledger: the notebook's name")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / time.strftime("budget-%Y%m%d-%H%M%S"))
     args = ap.parse_args(argv)
+    if (args.ledger is None) == (not args.notebooks):
+        ap.error("give notebooks to run, or --ledger (with --wall and --name) to summarise a run made elsewhere")
+    if args.ledger is not None and (args.wall is None or not args.name):
+        ap.error("--ledger needs --wall SECONDS and --name NOTEBOOK")
     args.out = args.out.resolve()  # the kernel runs in notebooks/: a relative ledger path would point elsewhere
     args.out.mkdir(parents=True, exist_ok=True)
+    from mtl.budget import machine_fps
+
     render = render_seconds_per_frame()
+    fps = machine_fps()
     report = []
-    for nb in args.notebooks:
-        row = run_notebook(nb.resolve(), args.out, render)
+    jobs = [lambda: summarize_file(args.ledger, args.wall, args.name, render)] if args.ledger else [
+        (lambda nb=nb: run_notebook(nb.resolve(), args.out, render)) for nb in args.notebooks]
+    for job in jobs:
+        row = {**job(), "machine_fps": fps}
         report.append(row)
         print(json.dumps(row), flush=True)
         (args.out / "budget.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -102,3 +102,44 @@ def summarize_ledger(entries: list[dict], wall_seconds: float, render_seconds_pe
         "render_seconds_estimate": render,
         "fresh_clone_seconds": float(wall_seconds) + served + feat_served + render,
     }
+
+
+def machine_fps(threads: int = 2, repeats: int = 50) -> float:
+    """This machine's speed in one number: SiamFC's backbone forward passes per second on one frame's
+    3 search crops (255 px, ``channels_last``, no gradients) with ``threads`` torch threads; the fastest of
+    ``repeats`` timed passes after one warm-up (other load on the machine only ever slows a pass down, so
+    the fastest is the steadiest figure; on a noisy day it still read 52-60 where medians read 33-48).
+
+    Budgets in minutes only compare between machines next to this number. Notebook 01's speed cell times
+    the same forward pass on real crops as a mean over a tracking run (88.6 frames/s in its committed run;
+    55 on a slower day when this function read 52-60). The weights are random (speed does not depend
+    on them), so no checkpoint is needed.
+    """
+    import time
+
+    import numpy as np
+    import torch
+
+    from mtl.ops import image_to_tensor
+    from mtl.siamfc import SiamFCConfig, SiamFCNet
+
+    if int(threads) < 1 or int(repeats) < 1:
+        raise ValueError(f"threads and repeats must be >= 1, got {threads} and {repeats}")
+    config = SiamFCConfig()
+    size = config.instance_size
+    crops = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    batch = image_to_tensor(crops, channels_last=True)
+    backbone = SiamFCNet(width=config.width).backbone.eval()
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        times = []
+        with torch.no_grad():
+            backbone(batch)
+            for _ in range(int(repeats)):
+                start = time.perf_counter()
+                backbone(batch)
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(old)
+    return 1.0 / float(np.min(times))

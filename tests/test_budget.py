@@ -100,3 +100,16 @@ def test_feature_files_record_build_seconds(tmp_path, ledger, monkeypatch):
     assert (first["loaded"], first["seconds"]) == (False, 12.5) and (second["loaded"], second["seconds"]) == (True, 12.5)
     s = budget.summarize_ledger([first, second], wall_seconds=1.0)
     assert s["features"] == {"built_seconds": 12.5, "served_seconds": 0.0, "files": 1}
+
+
+def test_machine_fps_is_a_rate_and_restores_threads():
+    before = torch.get_num_threads()
+    fps = budget.machine_fps(threads=1, repeats=2)
+    assert np.isfinite(fps) and fps > 0
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"repeats": 0}])
+def test_machine_fps_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        budget.machine_fps(**kwargs)
