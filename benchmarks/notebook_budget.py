@@ -50,18 +50,19 @@ def render_seconds_per_frame(n_frames: int = 200) -> float:
     return (time.perf_counter() - start) / n
 
 
-def summarize_file(ledger: Path, wall: float, name: str, render: float) -> dict:
-    """The row of a run made elsewhere: its ledger and its wall time in seconds."""
+def budget_row(name: str, status: str, ledger: Path, wall: float, render: float) -> dict:
+    """One notebook's row: its ledger (none written counts as empty) summarised with its wall time in seconds."""
     from mtl.budget import read_ledger, summarize_ledger
 
-    summary = summarize_ledger(read_ledger(ledger), wall, render_seconds_per_frame=render)
-    return {"notebook": name, "status": "ok", "ledger": str(ledger), "render_seconds_per_frame": render, **summary}
+    entries = read_ledger(ledger) if ledger.is_file() else []
+    summary = summarize_ledger(entries, wall, render_seconds_per_frame=render)
+    return {"notebook": name, "status": status, "ledger": str(ledger), "render_seconds_per_frame": render, **summary}
 
 
 def run_notebook(path: Path, out: Path, render: float) -> dict:
     import papermill as pm
 
-    from mtl.budget import LEDGER_ENV, read_ledger, summarize_ledger
+    from mtl.budget import LEDGER_ENV
 
     ledger = out / f"{path.stem}.ledger.jsonl"
     ledger.unlink(missing_ok=True)
@@ -81,9 +82,7 @@ def run_notebook(path: Path, out: Path, render: float) -> dict:
         shutil.rmtree(ROOT / "results")
         shutil.copytree(backup / "results", ROOT / "results")
         shutil.rmtree(backup)
-    entries = read_ledger(ledger) if ledger.is_file() else []
-    summary = summarize_ledger(entries, wall, render_seconds_per_frame=render)
-    return {"notebook": path.stem, "status": status, "render_seconds_per_frame": render, **summary}
+    return budget_row(path.stem, status, ledger, wall, render)
 
 
 def main(argv=None) -> int:
@@ -98,6 +97,8 @@ def main(argv=None) -> int:
         ap.error("give notebooks to run, or --ledger (with --wall and --name) to summarise a run made elsewhere")
     if args.ledger is not None and (args.wall is None or not args.name):
         ap.error("--ledger needs --wall SECONDS and --name NOTEBOOK")
+    if args.ledger is not None and not args.ledger.is_file():
+        ap.error(f"ledger not found: {args.ledger}")
     args.out = args.out.resolve()  # the kernel runs in notebooks/: a relative ledger path would point elsewhere
     args.out.mkdir(parents=True, exist_ok=True)
     from mtl.budget import machine_fps
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     render = render_seconds_per_frame()
     fps = machine_fps()
     report = []
-    jobs = [lambda: summarize_file(args.ledger, args.wall, args.name, render)] if args.ledger else [
+    jobs = [lambda: budget_row(args.name, "ok", args.ledger, args.wall, render)] if args.ledger else [
         (lambda nb=nb: run_notebook(nb.resolve(), args.out, render)) for nb in args.notebooks]
     for job in jobs:
         row = {**job(), "machine_fps": fps}

@@ -31,7 +31,8 @@ def test_ledger_mode_summarises_a_fresh_run(tool, tmp_path, monkeypatch):
     assert row["speed_seconds"] == 3.0
 
 
-@pytest.mark.parametrize("argv", [[], ["--ledger", "x.jsonl"], ["nb.ipynb", "--ledger", "x.jsonl", "--wall", "1", "--name", "n"]])
+@pytest.mark.parametrize("argv", [[], ["--ledger", "x.jsonl"], ["nb.ipynb", "--ledger", "x.jsonl", "--wall", "1", "--name", "n"],
+                                  ["--ledger", "no-such-ledger.jsonl", "--wall", "1", "--name", "n"]])
 def test_bad_arguments_exit_2(tool, argv, capsys):
     with pytest.raises(SystemExit) as exc:
         tool.main(argv)
