@@ -3,10 +3,37 @@
 The package holds what the numbered notebooks reuse; each notebook shows the key lines itself.
 Modules are flat, one concept each (see README.md for the map).
 """
-from mtl.utils import ROOT, quick_mode, seed_everything, try_gpu
+import os as _os
+import sys as _sys
+
+# Before torch loads libgomp (it reads its environment once, at load): after every parallel torch op
+# libgomp's worker threads busy-wait for the next one, about 300,000 spins by default (milliseconds).
+# With as many torch threads as cores (2 in CI), the spinning worker holds the second core while the
+# tracker's OpenCV crops and upsampling run right after the backbone, and they slow down. A 20,000-spin
+# wait measured tracker / backbone 0.81 instead of 0.77 with the same training speed
+# (benchmarks/openmp_spin.py). A setting of the user's own (GOMP_SPINCOUNT or OMP_WAIT_POLICY) wins.
+_OPENMP_SPIN_DEFAULT = "20000"
+_SPIN_SET_BY_MTL = "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ
+if _SPIN_SET_BY_MTL:
+    _os.environ["GOMP_SPINCOUNT"] = _OPENMP_SPIN_DEFAULT
+_TORCH_LOADED_FIRST = "torch" in _sys.modules
+
+from mtl.utils import ROOT, quick_mode, seed_everything, try_gpu  # noqa: E402  (after the setting above)
 
 __version__ = "0.1.0"
-__all__ = ["ROOT", "quick_mode", "seed_everything", "try_gpu", "__version__"]
+__all__ = ["ROOT", "openmp_spin", "quick_mode", "seed_everything", "try_gpu", "__version__"]
+
+
+def openmp_spin() -> dict:
+    """How long torch's idle OpenMP threads spin in this process, and who decided it.
+
+    Returns ``{"GOMP_SPINCOUNT": str | None, "OMP_WAIT_POLICY": str | None, "set_by_mtl": bool,
+    "in_effect": bool}``. ``in_effect`` is False when torch was imported before ``mtl`` and mtl set the
+    value: libgomp had already read its environment, so the default spin applies. Speed measurements
+    carry this so that timings of the two settings are not compared unknowingly.
+    """
+    return {"GOMP_SPINCOUNT": _os.environ.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": _os.environ.get("OMP_WAIT_POLICY"),
+            "set_by_mtl": _SPIN_SET_BY_MTL, "in_effect": not (_SPIN_SET_BY_MTL and _TORCH_LOADED_FIRST)}
 
 
 def __getattr__(name: str):

@@ -145,7 +145,10 @@ def upsample_maps(maps: np.ndarray, out_size: int, interpolation: int = cv2.INTE
         maps = maps[None]
     if maps.ndim != 3:
         raise ValueError(f"expected (K, n, n) maps, got shape {maps.shape}")
-    out = np.stack([cv2.resize(m, (int(out_size), int(out_size)), interpolation=interpolation) for m in maps])
+    n = int(out_size)
+    out = np.empty((len(maps), n, n), dtype=np.float32)
+    for k, m in enumerate(maps):  # straight into the output: np.stack of K resized maps would copy them again
+        cv2.resize(m, (n, n), dst=out[k], interpolation=interpolation)
     return out[0] if single else out
 
 

@@ -499,6 +499,7 @@ class SiamFCTracker(Tracker):
         c = self.config
         self.upscale_size = c.response_up * c.response_size
         self.window = cosine_window(self.upscale_size)
+        self.window_term = c.window_influence * self.window  # the window's share of the blend, the same every frame
         half = c.num_scales // 2
         self.scale_factors = c.scale_step ** np.linspace(-half, half, c.num_scales)
         self.scale_penalties = np.where(np.arange(c.num_scales) == half, 1.0, c.scale_penalty)
@@ -548,12 +549,12 @@ class SiamFCTracker(Tracker):
         feats = self.features(crops)
         responses = self.net.head(self.template, feats)[:, 0].cpu().numpy()  # (K, 17, 17)
         up = upsample_maps(responses, self.upscale_size)  # (K, 272, 272)
-        peaks = penalize_scale_changes(up.reshape(len(up), -1).max(axis=1), self.scale_penalties)
-        k = int(np.argmax(peaks))
-        score = float(up[k].max())
+        maxima = up.max(axis=(1, 2))
+        k = int(np.argmax(penalize_scale_changes(maxima, self.scale_penalties)))
+        score = float(maxima[k])
         response = up[k] - up[k].min()
         response /= response.sum() + 1e-16
-        response = (1 - c.window_influence) * response + c.window_influence * self.window
+        response = (1 - c.window_influence) * response + self.window_term
         row, col = np.unravel_index(int(np.argmax(response)), response.shape)
         # displacement: upsampled map -> search crop pixels (stride 8 / x16) -> image pixels
         disp_map = np.array([col, row], dtype=np.float64) - (self.upscale_size - 1) / 2
@@ -638,9 +639,12 @@ def speed_comparison(tracker: SiamFCTracker, sequences, max_frames: int = 60) ->
     search crops (already converted to a tensor, gradients off, as inside the tracker). Interleaving
     the two exposes both to the same machine load, which matters on a shared CPU; several sequences
     average out the load's swings. Returns ``{"tracker_fps", "backbone_fps", "ratio", "frames",
-    "num_scales", "threads"}`` with FPS = frames / total time; ``ratio`` = tracker / backbone (1.0: the
-    tracker adds nothing to the forward pass).
+    "num_scales", "threads", "openmp"}`` with FPS = frames / total time; ``ratio`` = tracker / backbone (1.0:
+    the tracker adds nothing to the forward pass); ``openmp``: :func:`mtl.openmp_spin`, the idle-thread
+    setting that moves the ratio on a machine with as many cores as torch threads.
     """
+    from mtl import openmp_spin
+
     sequences = [sequences] if hasattr(sequences, "frame") else list(sequences)
     sync = torch.cuda.synchronize if tracker.device.type == "cuda" else (lambda: None)
     update_times, backbone_times = [], []
@@ -663,4 +667,4 @@ def speed_comparison(tracker: SiamFCTracker, sequences, max_frames: int = 60) ->
     backbone_fps = 1.0 / float(np.mean(backbone_times))
     return {"tracker_fps": tracker_fps, "backbone_fps": backbone_fps, "ratio": tracker_fps / backbone_fps,
             "frames": len(update_times), "num_scales": tracker.config.num_scales,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "openmp": openmp_spin()}

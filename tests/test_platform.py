@@ -263,3 +263,43 @@ def test_stored_notebook_drops_papermill_injected_parameters(tmp_path):
     store_executed_notebook(tmp_path / "run.ipynb", tmp_path / "kept.ipynb")
     kept = nbformat.read(tmp_path / "kept.ipynb", as_version=4)
     assert [c.source for c in kept.cells] == ["QUICK = None", "x = 1"]
+
+
+# ---- OpenMP idle-thread spin -------------------------------------------------------------------
+
+
+def _openmp_report(code: str, **env) -> dict:
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code + "; import json; print(json.dumps(mtl.openmp_spin()))"],
+                         env={**clean, **env}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openmp_spin_is_shortened_before_torch_loads_and_a_users_setting_wins():
+    assert _openmp_report("import mtl") == {"GOMP_SPINCOUNT": "20000", "OMP_WAIT_POLICY": None,
+                                            "set_by_mtl": True, "in_effect": True}
+    # torch first: libgomp has read its environment already, and the report says so
+    assert _openmp_report("import torch, mtl")["in_effect"] is False
+    assert _openmp_report("import mtl", GOMP_SPINCOUNT="7") == {"GOMP_SPINCOUNT": "7", "OMP_WAIT_POLICY": None,
+                                                                "set_by_mtl": False, "in_effect": True}
+    passive = _openmp_report("import torch, mtl", OMP_WAIT_POLICY="PASSIVE")
+    assert passive["GOMP_SPINCOUNT"] is None and passive["set_by_mtl"] is False and passive["in_effect"] is True
+
+
+def test_openmp_spin_setting_does_not_change_the_boxes():
+    import subprocess
+    import sys
+
+    code = ("import mtl, json, numpy as np, torch; from mtl.siamfc import SiamFCNet, SiamFCTracker; "
+            "torch.set_num_threads(2); torch.manual_seed(0); t = SiamFCTracker(SiamFCNet(0.25)); "
+            "base = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8); "
+            "t.init(base, [60, 40, 30, 24]); "
+            "print(json.dumps([t.update(np.roll(base, 3 * i, axis=1)).tolist() for i in range(1, 4)]))")
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    boxes = [subprocess.run([sys.executable, "-c", code], env={**clean, **extra}, capture_output=True, text=True,
+                            check=True).stdout.strip().splitlines()[-1]
+             for extra in ({}, {"GOMP_SPINCOUNT": "0"}, {"GOMP_SPINCOUNT": "300000"})]
+    assert boxes[0] == boxes[1] == boxes[2]

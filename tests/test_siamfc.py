@@ -301,6 +301,29 @@ def test_speed_comparison_keys():
 
     rep = speed_comparison(_tiny_tracker(), Seq(), max_frames=3)
     assert rep["frames"] == 3 and rep["tracker_fps"] > 0 and rep["backbone_fps"] > 0
+    assert set(rep["openmp"]) == {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "set_by_mtl", "in_effect"}
+
+
+def test_response_equals_the_textbook_computation_bit_for_bit():
+    """respond() reuses the scale maxima and a precomputed window term; the map, peak and score must be
+    exactly those of the plain formula on the raw responses (the stored runs rely on identical boxes)."""
+    from mtl.ops import upsample_maps
+    from mtl.siamfc import penalize_scale_changes
+
+    tracker = _tiny_tracker(num_scales=5)
+    frame, box = _square_frame(50, 50)
+    tracker.init(frame, box)
+    for x in (53, 57, 60):
+        tracker.update(_square_frame(x, 48)[0])
+        r, c = tracker.last_result, tracker.config
+        up = np.stack([upsample_maps(m, tracker.upscale_size) for m in r.responses])
+        k = int(np.argmax(penalize_scale_changes(up.reshape(len(up), -1).max(axis=1), tracker.scale_penalties)))
+        plain = up[k] - up[k].min()
+        plain /= plain.sum() + 1e-16
+        plain = (1 - c.window_influence) * plain + c.window_influence * tracker.window
+        assert r.scale_index == k and r.score == float(up[k].max())
+        assert np.array_equal(r.response, plain)
+        assert tuple(r.peak[::-1]) == np.unravel_index(int(np.argmax(plain)), plain.shape)
 
 
 def test_config_train_key_excludes_tracking_options():
