@@ -272,10 +272,15 @@ def _openmp_report(code: str, **env) -> dict:
     import subprocess
     import sys
 
-    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code + "; import json; print(json.dumps(mtl.openmp_spin()))"],
-                         env={**clean, **env}, capture_output=True, text=True, check=True)
+                         env={**_without_openmp_settings(), **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _without_openmp_settings() -> dict:
+    """This process's environment without the OpenMP variables (pytest's own ``import mtl`` set them)."""
+    names = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "MTL_SET_GOMP_SPINCOUNT")
+    return {k: v for k, v in os.environ.items() if k not in names}
 
 
 def test_openmp_spin_is_shortened_before_torch_loads_and_a_users_setting_wins():
@@ -287,6 +292,9 @@ def test_openmp_spin_is_shortened_before_torch_loads_and_a_users_setting_wins():
                                                                 "set_by_mtl": False, "in_effect": True}
     passive = _openmp_report("import torch, mtl", OMP_WAIT_POLICY="PASSIVE")
     assert passive["GOMP_SPINCOUNT"] is None and passive["set_by_mtl"] is False and passive["in_effect"] is True
+    # a child of a process where mtl set it (mtl reproduce's kernels): still mtl's, in effect in any import order
+    child = _openmp_report("import torch, mtl", GOMP_SPINCOUNT="20000", MTL_SET_GOMP_SPINCOUNT="20000")
+    assert child["set_by_mtl"] is True and child["in_effect"] is True
 
 
 def test_openmp_spin_setting_does_not_change_the_boxes():
@@ -298,8 +306,7 @@ def test_openmp_spin_setting_does_not_change_the_boxes():
             "base = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8); "
             "t.init(base, [60, 40, 30, 24]); "
             "print(json.dumps([t.update(np.roll(base, 3 * i, axis=1)).tolist() for i in range(1, 4)]))")
-    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    boxes = [subprocess.run([sys.executable, "-c", code], env={**clean, **extra}, capture_output=True, text=True,
+    boxes = [subprocess.run([sys.executable, "-c", code], env={**_without_openmp_settings(), **extra}, capture_output=True, text=True,
                             check=True).stdout.strip().splitlines()[-1]
              for extra in ({}, {"GOMP_SPINCOUNT": "0"}, {"GOMP_SPINCOUNT": "300000"})]
     assert boxes[0] == boxes[1] == boxes[2]
