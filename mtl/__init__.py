@@ -7,7 +7,8 @@ import os as _os
 import sys as _sys
 
 # Before torch loads libgomp (it reads its environment once, at load): after every parallel torch op
-# libgomp's worker threads busy-wait for the next one, about 300,000 spins by default (milliseconds).
+# libgomp's worker threads busy-wait for the next one: 300,000 turns of a spin loop by default, a millisecond
+# or more.
 # With as many torch threads as cores (2 in CI), the spinning worker holds the second core while the
 # tracker's OpenCV crops and upsampling run right after the backbone, and they slow down. With a 20,000-spin
 # wait, SiamFC's tracker / backbone speed ratio measured 0.807 instead of 0.779 and a SiamFC training epoch
