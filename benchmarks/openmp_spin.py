@@ -63,9 +63,9 @@ def measure(frames: int, sequences: int) -> dict:
 
 
 def run_setting(setting: str, frames: int, sequences: int) -> dict:
-    """``measure`` in a child process whose environment has ``setting`` (or neither variable, for the default)."""
+    """``measure`` in a child process whose ``GOMP_SPINCOUNT`` is ``setting`` (libgomp's 300000 for the default)."""
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "MTL_SET_GOMP_SPINCOUNT")}
-    # mtl only fills in its own value when neither variable is set; 300000 is libgomp's documented default
+    # set explicitly even for the default, else the child's import mtl would fill in its own 20000
     env["GOMP_SPINCOUNT"] = "300000" if setting == DEFAULT_SETTINGS[0] else setting
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import openmp_spin; "
             f"print(json.dumps(openmp_spin.measure({frames}, {sequences})))")

@@ -36,8 +36,8 @@ def openmp_spin() -> dict:
     "in_effect": bool}``. ``set_by_mtl``: the value is the one ``import mtl`` sets, here or in a parent
     process (``mtl reproduce`` for its notebook kernels). ``in_effect`` is False when torch was imported
     before ``mtl`` in a process where mtl set the value: libgomp had already read its environment, so the
-    default spin applies. Speed measurements
-    carry this so that timings of the two settings are not compared unknowingly.
+    default spin applies. Speed measurements carry this so that timings of the two settings are not compared
+    unknowingly.
     """
     return {"GOMP_SPINCOUNT": _os.environ.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": _os.environ.get("OMP_WAIT_POLICY"),
             "set_by_mtl": _SPIN_SET_BY_MTL, "in_effect": not (_SPIN_SET_HERE and _TORCH_LOADED_FIRST)}

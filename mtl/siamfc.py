@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtl import openmp_spin
 from mtl.backbones import AlexNetV1
 from mtl.eval import register_tracker
 from mtl.heads import SiamFCHead, default_out_scale
@@ -643,8 +644,6 @@ def speed_comparison(tracker: SiamFCTracker, sequences, max_frames: int = 60) ->
     the tracker adds nothing to the forward pass); ``openmp``: :func:`mtl.openmp_spin`, the idle-thread
     setting that moves the ratio on a machine with as many cores as torch threads.
     """
-    from mtl import openmp_spin
-
     sequences = [sequences] if hasattr(sequences, "frame") else list(sequences)
     sync = torch.cuda.synchronize if tracker.device.type == "cuda" else (lambda: None)
     update_times, backbone_times = [], []
